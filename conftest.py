@@ -1,0 +1,3 @@
+"""Fixtures shared by ``tests/`` and ``integration/``: the throw-away servers of the harness."""
+
+pytest_plugins: list[str] = []
