@@ -1,3 +1,3 @@
 """Fixtures shared by ``tests/`` and ``integration/``: the throw-away servers of the harness."""
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = ["tests.harness.mariadb", "tests.harness.slapd"]

@@ -5,7 +5,50 @@ LDIF file as the embedded default), the server-request config parser (TOML and A
 and the small shared plumbing: structlog set-up and the instrumented tenacity retry policy.
 """
 
+from config.errors import ConfigError, ConfigSourceError, ConfigValueError
+from config.hierarchy import BUILTIN_DEFAULT, ResolvedConfig, default_ldif, resolve, schema_file
 from config.logs import LogFormat, setup_logging
+from config.refresher import Change, ConfigRefresher
+from config.request import (
+    DEFAULT_MAX_WORKERS_CAP,
+    RequestFormat,
+    ServerRequest,
+    WorkerSpec,
+    load_request,
+    parse_request,
+)
+from config.request_errors import RequestError, RequestIssue
 from config.retry import retry_policy, set_testing
+from config.settings import ATTRIBUTE_FIELDS, PodSettings
+from config.units import UnitError, format_duration, parse_duration_s, parse_memory_mb
 
-__all__ = ["LogFormat", "retry_policy", "set_testing", "setup_logging"]
+__all__ = [
+    "ATTRIBUTE_FIELDS",
+    "BUILTIN_DEFAULT",
+    "DEFAULT_MAX_WORKERS_CAP",
+    "Change",
+    "ConfigError",
+    "ConfigRefresher",
+    "ConfigSourceError",
+    "ConfigValueError",
+    "LogFormat",
+    "PodSettings",
+    "RequestError",
+    "RequestFormat",
+    "RequestIssue",
+    "ResolvedConfig",
+    "ServerRequest",
+    "UnitError",
+    "WorkerSpec",
+    "default_ldif",
+    "format_duration",
+    "load_request",
+    "parse_duration_s",
+    "parse_memory_mb",
+    "parse_request",
+    "resolve",
+    "retry_policy",
+    "schema_file",
+    "set_testing",
+    "setup_logging",
+]

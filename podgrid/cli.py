@@ -16,7 +16,10 @@ from typing import cast
 from config import setup_logging
 
 # Command modules, in the order their groups appear in ``podgrid --help``.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "podgrid._cmd_request",
+    "podgrid._cmd_config",
+)
 
 Handler = Callable[[argparse.Namespace], int]
 

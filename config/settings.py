@@ -1,0 +1,128 @@
+"""Typed PoD Grid settings and the one mapping between LDAP attribute names and fields.
+
+Values reach :class:`PodSettings` one attribute at a time through :func:`convert_value`, so a
+bad value is reported with the DN, the attribute and the value it came from.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from config.errors import ConfigValueError
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("an http:// or https:// URL with a host")
+    try:
+        parts.port  # noqa: B018 - raises on a non-numeric or out-of-range port
+    except ValueError as e:
+        raise ValueError("an http:// or https:// URL with a valid port") from e
+    return value.rstrip("/")
+
+
+def _host(value: str) -> str:
+    if not value or any(c.isspace() for c in value):
+        raise ValueError("a host name without spaces")
+    return value
+
+
+Seconds = Annotated[int, Field(ge=0)]
+PositiveSeconds = Annotated[int, Field(ge=1)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+Host = Annotated[str, AfterValidator(_host)]
+Fallback = Literal["batch", "exit"]
+
+
+class PodSettings(BaseModel):
+    """The effective pod* values for one (site, CE); durations in seconds.
+
+    The defaults equal ``ou=Config`` of the embedded LDIF; they apply only to attributes
+    that no level of the hierarchy sets.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    poll_interval_s: PositiveSeconds = 5
+    poll_duration_s: Seconds = 60
+    publish_interval_s: PositiveSeconds = 2
+    attach_timeout_s: PositiveSeconds = 30
+    server_idle_timeout_s: Seconds = 1800
+    worker_idle_timeout_s: Seconds = 300
+    agent_ttl_s: Seconds = 86400
+    fallback: Fallback = "batch"
+    registry_url: HttpUrl = "http://127.0.0.1:8885"
+    masterqueue_url: HttpUrl = "http://127.0.0.1:8886"
+    master_hosts: list[Host] = Field(default_factory=lambda: ["localhost"])
+    config_refresh_s: PositiveSeconds = 60
+
+
+# LDAP attribute name -> PodSettings field: the only place the two spellings meet.
+ATTRIBUTE_FIELDS: dict[str, str] = {
+    "podPollInterval": "poll_interval_s",
+    "podPollDuration": "poll_duration_s",
+    "podPublishInterval": "publish_interval_s",
+    "podAttachTimeout": "attach_timeout_s",
+    "podServerIdleTimeout": "server_idle_timeout_s",
+    "podWorkerIdleTimeout": "worker_idle_timeout_s",
+    "podAgentTTL": "agent_ttl_s",
+    "podFallback": "fallback",
+    "podRegistryURL": "registry_url",
+    "podMasterQueueURL": "masterqueue_url",
+    "podMasterHosts": "master_hosts",
+    "podConfigRefresh": "config_refresh_s",
+}
+FIELD_ATTRIBUTES: dict[str, str] = {f: a for a, f in ATTRIBUTE_FIELDS.items()}
+MULTI_VALUED: frozenset[str] = frozenset({"master_hosts"})
+_NOT_INTEGER: frozenset[str] = frozenset({"fallback", "registry_url", "masterqueue_url"})
+_INTEGER_TEXT = re.compile(r"-?[0-9]+")
+
+_EXPECTED: dict[str, str] = {
+    "poll_interval_s": "an integer number of seconds >= 1",
+    "publish_interval_s": "an integer number of seconds >= 1",
+    "attach_timeout_s": "an integer number of seconds >= 1",
+    "config_refresh_s": "an integer number of seconds >= 1",
+    "fallback": "one of 'batch', 'exit'",
+    "registry_url": "an http:// or https:// URL with a host",
+    "masterqueue_url": "an http:// or https:// URL with a host",
+    "master_hosts": "host names without spaces",
+}
+
+
+def expected(field: str) -> str:
+    """What a value of ``field`` must look like, in words, for error messages."""
+    return _EXPECTED.get(field, "an integer number of seconds >= 0")
+
+
+def convert_value(field: str, values: Sequence[object], dn: str) -> Any:
+    """Turn the raw value(s) of one attribute of entry ``dn`` into the field's type.
+
+    Integers are read as LDAP's INTEGER syntax reads them: ``"5"`` and ``5`` pass, ``"5.0"``,
+    ``"five"`` and ``True`` do not.
+    """
+    attribute = FIELD_ATTRIBUTES[field]
+    shown: object = list(values) if len(values) != 1 else values[0]
+    if field in MULTI_VALUED:
+        raw: object = list(values)
+    elif len(values) != 1:
+        raise ConfigValueError(dn, attribute, shown, "a single value")
+    else:
+        raw = values[0]
+    is_integer = field not in _NOT_INTEGER | MULTI_VALUED
+    if (
+        isinstance(raw, bool)
+        or (isinstance(raw, str) and raw.strip() != raw)
+        or (is_integer and not isinstance(raw, int) and not _INTEGER_TEXT.fullmatch(str(raw)))
+    ):
+        raise ConfigValueError(dn, attribute, shown, expected(field))
+    try:
+        # One field through the model itself: its type and constraints live in one place.
+        return getattr(PodSettings.model_validate({field: raw}), field)
+    except ValidationError as e:
+        raise ConfigValueError(dn, attribute, shown, expected(field)) from e
