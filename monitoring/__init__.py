@@ -4,4 +4,49 @@ ApMon UDP and HTTP ingest, MonALISA REST queries with a long-poll extension, Pro
 metrics and a live dashboard: where PoD servers advertise themselves and agents look.
 """
 
-__all__: list[str] = []
+from monitoring.apmon import ApMonDatagram, DatagramError, decode_datagram
+from monitoring.client import (
+    ApMonPublisher,
+    HttpPublisher,
+    Publisher,
+    PublishItem,
+    QueryResult,
+    RegistryClient,
+    RegistryError,
+    RegistryRejected,
+    RegistryUnavailable,
+    Sample,
+    rest_path,
+    wait_for,
+)
+from monitoring.query import Query, QueryError, parse_query
+from monitoring.service import RunningRegistry, create_app, run_registry, udp_address
+from monitoring.settings import RegistrySettings
+from monitoring.store import Store
+
+__all__ = [
+    "ApMonDatagram",
+    "ApMonPublisher",
+    "DatagramError",
+    "HttpPublisher",
+    "PublishItem",
+    "Publisher",
+    "Query",
+    "QueryError",
+    "QueryResult",
+    "RegistryClient",
+    "RegistryError",
+    "RegistryRejected",
+    "RegistrySettings",
+    "RegistryUnavailable",
+    "RunningRegistry",
+    "Sample",
+    "Store",
+    "create_app",
+    "decode_datagram",
+    "parse_query",
+    "rest_path",
+    "run_registry",
+    "udp_address",
+    "wait_for",
+]

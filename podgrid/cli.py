@@ -19,6 +19,7 @@ from config import setup_logging
 COMMAND_MODULES: tuple[str, ...] = (
     "podgrid._cmd_request",
     "podgrid._cmd_config",
+    "podgrid._cmd_monitoring",
 )
 
 Handler = Callable[[argparse.Namespace], int]

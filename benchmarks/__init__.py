@@ -1,0 +1,1 @@
+"""Measured figures of PoD Grid (run each module as a script)."""

@@ -1,0 +1,19 @@
+"""Typed application keys: where the registry app keeps its state."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from monitoring.ingest import Ingestor
+from monitoring.longpoll import LongPollHub
+from monitoring.metrics import RegistryMetrics
+from monitoring.settings import RegistrySettings
+from monitoring.store import Store
+
+SETTINGS = web.AppKey("settings", RegistrySettings)
+STORE = web.AppKey("store", Store)
+HUB = web.AppKey("longpoll_hub", LongPollHub)
+METRICS = web.AppKey("metrics", RegistryMetrics)
+INGESTOR = web.AppKey("ingestor", Ingestor)
+# The (host, port) the ApMon UDP endpoint is bound to; set once the endpoint is open.
+UDP_ADDRESS = web.AppKey("udp_address", tuple[str, int])

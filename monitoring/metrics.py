@@ -1,0 +1,133 @@
+"""Prometheus metrics of one registry app, on the app's own CollectorRegistry.
+
+Counters are bumped where things happen; the series count, the long-poll waiters and the
+per-PoD-server worker gauges are read from the store at scrape time by a custom collector,
+so their cost is paid only when scraped and the server label set stays bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from monitoring.patterns import MATCH_ALL, Pattern
+from monitoring.store import Store
+
+SERVERS_CLUSTER = "PoD_Masters"
+_SERVER_PARAMS = Pattern.parse("NeededWorkers|Workers")
+QUERY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 60.0)
+
+
+class RegistryMetrics:
+    """Every metric the registry exports, created once per app."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.datagrams_received = Counter(
+            "podgrid_registry_datagrams_received_total",
+            "ApMon UDP datagrams received (accepted or not).",
+            registry=r,
+        )
+        self.datagrams_dropped = Counter(
+            "podgrid_registry_datagrams_dropped_total",
+            "ApMon UDP datagrams dropped, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.publishes_received = Counter(
+            "podgrid_registry_publishes_received_total",
+            "HTTP publish requests received (accepted or not).",
+            registry=r,
+        )
+        self.publishes_rejected = Counter(
+            "podgrid_registry_publishes_rejected_total",
+            "HTTP publish requests rejected, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.values_stale = Counter(
+            "podgrid_registry_values_stale_total",
+            "Values ignored because the series already holds a newer one (replays, reordering).",
+            registry=r,
+        )
+        self.series_refused = Counter(
+            "podgrid_registry_series_refused_total",
+            "New series refused because the store holds max_series already.",
+            registry=r,
+        )
+        self.queries = Counter(
+            "podgrid_registry_queries_total",
+            "REST queries answered, by format.",
+            ["format"],
+            registry=r,
+        )
+        self.query_seconds = Histogram(
+            "podgrid_registry_query_duration_seconds",
+            "Time to compute and render a REST answer (long-poll waiting excluded).",
+            buckets=QUERY_BUCKETS_S,
+            registry=r,
+        )
+
+    def watch(self, store: Store, waiters: Callable[[], int], max_servers: int) -> None:
+        """Export the store-derived gauges, read at scrape time."""
+        self.registry.register(_StoreCollector(store, waiters, max_servers))
+
+
+class _StoreCollector(Collector):
+    def __init__(self, store: Store, waiters: Callable[[], int], max_servers: int) -> None:
+        self._store = store
+        self._waiters = waiters
+        self._max_servers = max_servers
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # names are known only at collection; no duplicate checks needed
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "podgrid_registry_series", "Live series in the store.", value=len(self._store)
+        )
+        yield GaugeMetricFamily(
+            "podgrid_registry_longpoll_waiters",
+            "Long-poll queries waiting now.",
+            value=self._waiters(),
+        )
+        yield from self._servers()
+
+    def _servers(self) -> Iterator[Metric]:
+        needed = GaugeMetricFamily(
+            "podgrid_registry_server_needed_workers",
+            "Workers a PoD server still needs (PoD_Masters/<server>/NeededWorkers).",
+            labels=["server"],
+        )
+        attached = GaugeMetricFamily(
+            "podgrid_registry_server_workers",
+            "Workers attached to a PoD server (PoD_Masters/<server>/Workers).",
+            labels=["server"],
+        )
+        servers: set[str] = set()
+        added: set[tuple[str, str]] = set()  # the same server under two farms: export once
+        omitted: set[str] = set()
+        cluster = Pattern.parse(SERVERS_CLUSTER)
+        for s in self._store.select(MATCH_ALL, cluster, MATCH_ALL, _SERVER_PARAMS):
+            if isinstance(s.value, str):
+                continue
+            if s.node not in servers and len(servers) >= self._max_servers:
+                omitted.add(s.node)
+                continue
+            if (s.param, s.node) in added:
+                continue
+            servers.add(s.node)
+            added.add((s.param, s.node))
+            family = needed if s.param == "NeededWorkers" else attached
+            family.add_metric([s.node], float(s.value))
+        yield needed
+        yield attached
+        yield GaugeMetricFamily(
+            "podgrid_registry_servers_omitted",
+            "PoD servers left out of the per-server gauges (label cardinality cap).",
+            value=len(omitted),
+        )

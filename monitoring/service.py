@@ -1,0 +1,169 @@
+"""The registry service: ``create_app(settings)`` and ``run_registry(settings)``.
+
+The app holds the store, the long-poll hub, the metrics and the ingestor under AppKeys; the
+ApMon UDP endpoint and the expiry sweeper are resources opened in ``cleanup_ctx``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import web
+
+from monitoring import keys, views
+from monitoring.ingest import ApMonProtocol, Ingestor
+from monitoring.longpoll import LongPollHub
+from monitoring.metrics import RegistryMetrics
+from monitoring.publish import publish
+from monitoring.settings import RegistrySettings
+from monitoring.store import Store
+
+log = structlog.get_logger("podgrid.monitoring")
+
+SWEEP_MAX_INTERVAL_S = 5.0  # expired series are forgotten at least this often
+UDP_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024  # absorb bursts while the loop is busy
+SHUTDOWN_TIMEOUT_S = 5.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Tag every answer with a request id; turn anything unexpected into a logged JSON 500."""
+    request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+    try:
+        resp = await handler(request)
+    except web.HTTPException as e:
+        e.headers["X-Request-Id"] = request_id
+        raise
+    except Exception:
+        log.exception(
+            "registry.request_failed",
+            request_id=request_id,
+            method=request.method,
+            path=request.path,
+        )
+        resp = web.json_response({"error": "internal error", "request_id": request_id}, status=500)
+    resp.headers["X-Request-Id"] = request_id
+    return resp
+
+
+async def _udp_endpoint(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: ApMonProtocol(app[keys.INGESTOR]),
+        local_addr=(settings.udp_host, settings.udp_port),
+    )
+    sock = transport.get_extra_info("socket")
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER_BYTES)
+    host, port = transport.get_extra_info("sockname")[:2]
+    app[keys.UDP_ADDRESS] = (str(host), int(port))
+    log.info("registry.udp_listening", host=host, port=port)
+    try:
+        yield
+    finally:
+        transport.close()
+
+
+async def _sweeper(app: web.Application) -> AsyncIterator[None]:
+    store = app[keys.STORE]
+    interval_s = min(SWEEP_MAX_INTERVAL_S, max(app[keys.SETTINGS].series_ttl_s / 4, 0.05))
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                removed = store.sweep()
+            except Exception:  # keep sweeping: a failed pass must not let memory grow
+                log.exception("registry.sweep_failed")
+                continue
+            if removed:
+                log.debug("registry.series_expired", count=removed)
+
+    task = asyncio.create_task(loop(), name="registry-sweeper")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _release_long_polls(app: web.Application) -> None:
+    app[keys.HUB].release_all()
+
+
+def create_app(settings: RegistrySettings) -> web.Application:
+    """Build the registry app; nothing is opened until the app starts."""
+    app = web.Application(
+        middlewares=[error_middleware], client_max_size=settings.max_publish_bytes
+    )
+    store = Store(
+        history_points=settings.history_points,
+        series_ttl_s=settings.series_ttl_s,
+        max_series=settings.max_series,
+    )
+    hub = LongPollHub(settings.max_waiters)
+    metrics = RegistryMetrics()
+    metrics.watch(store, lambda: hub.waiting, settings.max_metric_servers)
+    app[keys.SETTINGS] = settings
+    app[keys.STORE] = store
+    app[keys.HUB] = hub
+    app[keys.METRICS] = metrics
+    app[keys.INGESTOR] = Ingestor(
+        farm=settings.farm,
+        store=store,
+        hub=hub,
+        metrics=metrics,
+        apmon_password=settings.apmon_password,
+    )
+    app.cleanup_ctx.append(_udp_endpoint)
+    app.cleanup_ctx.append(_sweeper)
+    app.on_shutdown.append(_release_long_polls)
+    app.router.add_get("/rest/{tail:.*}", views.rest)
+    app.router.add_post("/publish", publish)
+    app.router.add_get("/healthz", views.healthz)
+    app.router.add_get("/metrics", views.metrics)
+    app.router.add_get("/", views.index)
+    app.router.add_get("/static/{name}", views.static)
+    return app
+
+
+def udp_address(app: web.Application) -> tuple[str, int]:
+    """The (host, port) the ApMon endpoint is bound to (once the app has started)."""
+    return app[keys.UDP_ADDRESS]
+
+
+@dataclass(frozen=True, slots=True)
+class RunningRegistry:
+    """A started registry: where to reach it, and its app (store, metrics, ...)."""
+
+    http_url: str
+    udp_addr: tuple[str, int]
+    app: web.Application
+
+
+@contextlib.asynccontextmanager
+async def run_registry(settings: RegistrySettings) -> AsyncIterator[RunningRegistry]:
+    """Serve the registry on its HTTP and UDP addresses (port 0: a free one) until exit."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.http_host, settings.http_port)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        running = RunningRegistry(f"http://{host}:{port}", udp_address(app), app)
+        log.info("registry.started", http_url=running.http_url, udp=list(running.udp_addr))
+        yield running
+    finally:
+        await runner.cleanup()
+        log.info("registry.stopped")

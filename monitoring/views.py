@@ -1,0 +1,103 @@
+"""HTTP handlers of the registry: REST query with long-poll, health, metrics, dashboard."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from monitoring import keys
+from monitoring.formats import render_names, render_rows
+from monitoring.longpoll import TooManyWaiters
+from monitoring.query import Query, QueryError, parse_query
+from monitoring.search import changed_since, find_names, find_rows
+from monitoring.store import Store
+
+STATIC_DIR = Path(__file__).parent / "static"
+NOW_HEADER = "X-Registry-Now-Ms"
+
+
+def _answer(store: Store, query: Query) -> web.Response:
+    now_ms = store.clock_ms()
+    if query.param is None:
+        text = render_names(find_names(store, query), query.fmt)
+    else:
+        text = render_rows(find_rows(store, query, now_ms), query.fmt)
+    resp = web.Response(text=text, content_type=query.fmt, charset="utf-8")
+    resp.headers[NOW_HEADER] = str(now_ms)
+    return resp
+
+
+def _error(store: Store, status: int, message: str) -> web.Response:
+    resp = web.json_response({"error": message}, status=status)
+    resp.headers[NOW_HEADER] = str(store.clock_ms())
+    return resp
+
+
+async def rest(request: web.Request) -> web.Response:
+    """``GET /rest/...``: MonALISA query; with ``?wait=`` hold until a matching update."""
+    app = request.app
+    settings, store, metrics = app[keys.SETTINGS], app[keys.STORE], app[keys.METRICS]
+    try:
+        query = parse_query(
+            request.match_info["tail"],
+            request.query,
+            request.headers.get("Accept"),
+            settings.max_wait_s,
+        )
+    except QueryError as e:
+        return _error(store, 400, str(e))
+    if query.wait_s is not None and not (
+        query.since_ms is not None and changed_since(store, query, query.since_ms)
+    ):
+        try:
+            await app[keys.HUB].wait(query, query.wait_s)
+        except TooManyWaiters as e:
+            return _error(store, 503, str(e))
+    started = time.perf_counter()
+    resp = _answer(store, query)
+    metrics.query_seconds.observe(time.perf_counter() - started)
+    metrics.queries.labels(format=query.fmt).inc()
+    return resp
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness plus the few facts a client needs (farm, long-poll support and cap)."""
+    app = request.app
+    settings = app[keys.SETTINGS]
+    return web.json_response(
+        {
+            "status": "ok",
+            "farm": settings.farm,
+            "series": len(app[keys.STORE]),
+            "longpoll": True,
+            "max_wait_s": settings.max_wait_s,
+        }
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition of the app's registry."""
+    body = generate_latest(request.app[keys.METRICS].registry)
+    resp = web.Response(body=body)
+    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return resp
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    """The dashboard page."""
+    page = STATIC_DIR / "index.html"
+    if not page.is_file():
+        raise web.HTTPNotFound(text="dashboard not installed\n")
+    return web.FileResponse(page)
+
+
+async def static(request: web.Request) -> web.FileResponse:
+    """Files of the dashboard (no sub-directories, no dot-files)."""
+    name = request.match_info["name"]
+    path = STATIC_DIR / name
+    if "/" in name or "\\" in name or name.startswith(".") or not path.is_file():
+        raise web.HTTPNotFound(text=f"no static file {name!r}\n")
+    return web.FileResponse(path)

@@ -1,0 +1,150 @@
+"""``podgrid monitoring serve``: run the monitoring registry until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import structlog
+from pydantic import ValidationError
+
+from config import setup_logging
+from monitoring.service import run_registry
+from monitoring.settings import DEFAULT_HTTP_PORT, DEFAULT_UDP_PORT, RegistrySettings
+
+log = structlog.get_logger("podgrid.monitoring")
+
+TOKEN_ENV = "PODGRID_REGISTRY_TOKEN"  # noqa: S105 (a variable name, not a secret)
+TOKEN_FILE_NAME = "registry.token"  # noqa: S105 (a file name)
+
+
+class UsageError(ValueError):
+    """Bad flags or files: exit code 2."""
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` too); port 0 picks a free port."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT, e.g. 127.0.0.1:8884")
+    return host, int(port)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``monitoring serve`` to the command tree."""
+    group = sub.add_parser("monitoring", help="the monitoring registry (MonALISA-compatible)")
+    commands = group.add_subparsers(dest="monitoring_command", metavar="COMMAND", required=True)
+    serve = commands.add_parser(
+        "serve", help="run the registry: ApMon UDP ingest, HTTP publish, REST query, dashboard"
+    )
+    serve.add_argument("--http", type=host_port, default=("127.0.0.1", DEFAULT_HTTP_PORT))
+    serve.add_argument("--udp", type=host_port, default=("127.0.0.1", DEFAULT_UDP_PORT))
+    serve.add_argument("--farm", default="podgrid", help="farm name of data received here")
+    serve.add_argument("--apmon-password", default=None, help="password ApMon senders must use")
+    serve.add_argument(
+        "--token-file", type=Path, default=None, help="accepted publish tokens, one per line"
+    )
+    serve.add_argument("--state-dir", type=Path, default=None)
+    serve.add_argument(
+        "--log-format", dest="service_log_format", choices=["json", "console"], default="json"
+    )
+    serve.set_defaults(handler=serve_command)
+
+
+def _read_tokens(path: Path) -> set[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--token-file {path}: cannot read ({e})") from e
+    tokens = {line.strip() for line in text.splitlines() if line.strip()}
+    if not tokens:
+        raise UsageError(f"--token-file {path}: holds no token")
+    return tokens
+
+
+def _own_token(state_dir: Path) -> str:
+    """The token in ``<state dir>/registry.token``, created (mode 0600) when missing."""
+    path = state_dir / TOKEN_FILE_NAME
+    if path.is_file():
+        token = path.read_text(encoding="utf-8").strip()
+        if token:
+            return token
+    state_dir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(token + "\n")
+    os.chmod(path, 0o600)
+    log.info("registry.token_created", path=str(path))
+    return token
+
+
+def build_settings(args: argparse.Namespace) -> RegistrySettings:
+    """Settings from the parsed flags and the environment; UsageError on bad input."""
+    tokens: set[str] = set()
+    if args.token_file is not None:
+        tokens |= _read_tokens(args.token_file)
+    if os.environ.get(TOKEN_ENV, "").strip():
+        tokens.add(os.environ[TOKEN_ENV].strip())
+    extra = {} if args.state_dir is None else {"state_dir": args.state_dir}
+    try:
+        settings = RegistrySettings(
+            farm=args.farm,
+            http_host=args.http[0],
+            http_port=args.http[1],
+            udp_host=args.udp[0],
+            udp_port=args.udp[1],
+            apmon_password=args.apmon_password,
+            **extra,
+        )
+    except ValidationError as e:
+        raise UsageError(str(e)) from e
+    if not tokens:
+        tokens.add(_own_token(settings.state_dir))
+    return settings.model_copy(update={"publish_tokens": frozenset(tokens)})
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+async def serve(settings: RegistrySettings) -> None:
+    """Run the registry until SIGTERM or SIGINT, then stop gracefully."""
+    stop = asyncio.Event()
+    with _stop_on_signals(stop):
+        async with run_registry(settings):
+            await stop.wait()
+            log.info("registry.stopping")
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """Handler of ``podgrid monitoring serve``."""
+    setup_logging(args.service_log_format, "INFO")
+    try:
+        settings = build_settings(args)
+    except (UsageError, OSError) as e:
+        print(f"podgrid monitoring serve: {e}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(settings))
+    except OSError as e:
+        log.error("registry.start_failed", error=str(e))
+        return 1
+    return 0
