@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Literal, TextIO, cast
 
 import structlog
 
 LogFormat = Literal["json", "console"]
+
+
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is now, not to the one seen at set-up.
+
+    A logger bound to a stream object keeps writing to it after it is closed (a test's
+    captured stderr, a redirected stream); looking it up per write avoids that.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def setup_logging(log_format: LogFormat = "json", level: str = "INFO") -> None:
@@ -31,10 +45,10 @@ def setup_logging(log_format: LogFormat = "json", level: str = "INFO") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=False,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_CurrentStderr())
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
