@@ -20,6 +20,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "podgrid._cmd_request",
     "podgrid._cmd_config",
     "podgrid._cmd_monitoring",
+    "podgrid._cmd_user",
+    "podgrid._cmd_jobs",
+    "podgrid._cmd_masterqueue",
+    "podgrid._cmd_token",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -1,0 +1,58 @@
+"""Bearer tokens → :class:`Principal`, and the role rules of the API.
+
+Roles: ``user`` (own requests and jobs), ``agent`` (match, job heartbeat and finish),
+``broker`` (only the state of the request its token was made for), ``admin`` (everything,
+including ``POST /v1/tokens``). Lookups are cached for a few seconds by the token's SHA-256
+(never the plaintext): see :mod:`masterqueue.token_cache`.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from masterqueue import keys
+from masterqueue.http_errors import ApiError
+from masterqueue.models import Principal, Role
+
+MAX_TOKEN_CHARS = 512
+_BEARER = "bearer "
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+async def principal(request: web.Request) -> Principal:
+    """The caller, from ``Authorization: Bearer <token>``; 401 when missing or unknown."""
+    header = request.headers.get("Authorization", "")
+    if not header:
+        raise _unauthorized("missing Authorization: Bearer <token> header")
+    if not header.lower().startswith(_BEARER):
+        raise _unauthorized("Authorization header must be 'Bearer <token>'")
+    token = header[len(_BEARER) :].strip()
+    if not token or len(token) > MAX_TOKEN_CHARS:
+        raise _unauthorized("invalid token")
+    who = await request.app[keys.TOKENS].authenticate(token)
+    if who is None:
+        raise _unauthorized("invalid token")
+    return who
+
+
+async def require(request: web.Request, *roles: Role) -> Principal:
+    """The caller if it holds one of ``roles`` (admin always does); 403 otherwise."""
+    who = await principal(request)
+    if who.role != "admin" and who.role not in roles:
+        allowed = ", ".join((*roles, "admin"))
+        raise ApiError(403, "forbidden", f"role {who.role!r} may not do this (needs {allowed})")
+    return who
+
+
+def owner_filter(who: Principal) -> str | None:
+    """The owner a listing is limited to: the caller's name, or None (all) for an admin."""
+    return None if who.role == "admin" else who.name
+
+
+def ensure_owner(who: Principal, owner: str, kind: str, ident: int) -> None:
+    """404 unless the caller owns the record or is an admin (existence is not revealed)."""
+    if who.role != "admin" and who.name != owner:
+        raise ApiError(404, "not_found", f"{kind} {ident} not found")

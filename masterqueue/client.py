@@ -1,0 +1,424 @@
+"""The async HTTP client of the master queue, used by the broker, the job agents and the CLI.
+
+:class:`MasterQueueClient` has one typed method per endpoint of DESIGN.md "Master queue / API"
+and returns the pydantic records of :mod:`masterqueue.models`. An error answer becomes a
+:class:`MasterQueueHTTPError` subclass chosen by status (401 :class:`Unauthorized`, 403
+:class:`Forbidden`, 404 :class:`NotFoundError`, 409 :class:`ConflictError`, other 4xx
+:class:`BadRequest`, 5xx :class:`ServerError`; all in :mod:`masterqueue.client_types`); a
+service that cannot be reached raises :class:`MasterQueueUnreachable`.
+
+Retries (``config.retry.retry_policy(kind="masterqueue")``) cover connection failures and
+502/503/504, but only where repeating is harmless: reads, cancels and kills (a repeat after a
+lost answer gets a 409 saying the record is already final), broker reports, job heartbeats
+and finishes (the service treats a repeated finish as harmless), and submissions (which always
+carry an ``Idempotency-Key``, generated when not given, so a retried submit creates one
+request). ``match`` and ``create_token`` are retried only when the connection could not even
+be opened, i.e. nothing reached the service: a repeated match could claim a second job.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Final, Self, TypeVar
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from config.request import RequestFormat, ServerRequest
+from config.retry import retry_policy
+from masterqueue.client_types import (
+    BadRequest,
+    ConflictError,
+    ConnectionReply,
+    Forbidden,
+    JobDetail,
+    MasterQueueClientError,
+    MasterQueueHTTPError,
+    MasterQueueUnreachable,
+    NotFoundError,
+    RequestDetail,
+    ServerError,
+    StateReply,
+    Unauthorized,
+    WhoAmI,
+    error_class,
+)
+from masterqueue.models import (
+    Claim,
+    JobRecord,
+    JobSpec,
+    RequestRecord,
+    Role,
+    SlotDescription,
+    WorkerInfo,
+)
+from masterqueue.states import JobState, RequestState
+
+__all__ = [
+    "BadRequest",
+    "ConflictError",
+    "ConnectionReply",
+    "Forbidden",
+    "JobDetail",
+    "MasterQueueClient",
+    "MasterQueueClientError",
+    "MasterQueueHTTPError",
+    "MasterQueueUnreachable",
+    "NotFoundError",
+    "RequestDetail",
+    "ServerError",
+    "StateReply",
+    "Unauthorized",
+    "WhoAmI",
+]
+
+REQUEST_TIMEOUT_S: Final = 10.0  # s, one HTTP exchange
+RETRY_ATTEMPTS: Final = 4
+RETRY_DEADLINE_S: Final = 20.0  # s, all attempts of one call together
+PAGE_SIZE: Final = 100  # records per page when iterating a listing
+_RETRY_STATUSES: Final = frozenset({502, 503, 504})
+_CONTENT_TYPES: Final[dict[str, str]] = {
+    "toml": "application/toml",
+    "jdl": "text/x-jdl",
+    "json": "application/json",
+}
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class MasterQueueClient:
+    """An async client of one master queue; use as ``async with MasterQueueClient(url, token)``.
+
+    Pass ``session`` to share an ``aiohttp.ClientSession`` (it is then not closed here).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        timeout_s: float = REQUEST_TIMEOUT_S,
+        retry_attempts: int = RETRY_ATTEMPTS,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._token = token
+        self._session = session
+        self._own_session = session is None
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._attempts = retry_attempts
+
+    async def __aenter__(self) -> Self:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the HTTP session if this client created it."""
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # --- requests -------------------------------------------------------------------------
+
+    async def submit_request(
+        self,
+        request: str | ServerRequest,
+        fmt: RequestFormat | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> RequestRecord:
+        """Submit a server request (its TOML/JDL/JSON text, or a parsed model sent as JSON).
+
+        ``fmt`` sets the Content-Type (the service sniffs the format when it is ``None``).
+        A retried submit carries the same ``Idempotency-Key`` and so creates one request.
+        """
+        if isinstance(request, ServerRequest):
+            body, fmt = request.model_dump_json(), "json"
+        else:
+            body = request
+        content_type = _CONTENT_TYPES[fmt] if fmt else "text/plain"
+        headers = {
+            "Content-Type": content_type,
+            "Idempotency-Key": idempotency_key or str(uuid.uuid4()),
+        }
+        data = await self._call(
+            "POST", "/v1/requests", data=body.encode(), headers=headers, idempotent=True
+        )
+        return _model(RequestRecord, data)
+
+    async def get_request(self, request_id: int) -> RequestDetail:
+        """One request with its workers and timeline (only the owner's, unless admin)."""
+        data = await self._call("GET", f"/v1/requests/{request_id}", idempotent=True)
+        return _model(RequestDetail, data)
+
+    async def list_requests(
+        self,
+        states: Sequence[RequestState | str] | None = None,
+        *,
+        page_size: int = PAGE_SIZE,
+        limit: int | None = None,
+    ) -> AsyncIterator[RequestRecord]:
+        """Iterate over the caller's requests (all users' for an admin), oldest first.
+
+        Follows the service's pagination cursor; ``limit`` caps the total yielded.
+        """
+        async for item in self._pages("/v1/requests", "requests", states, page_size, limit):
+            yield _model(RequestRecord, item)
+
+    async def connection(self, request_id: int) -> ConnectionReply:
+        """The cluster's connection info (scheduler address, TLS material); owner only."""
+        data = await self._call("GET", f"/v1/requests/{request_id}/connection", idempotent=True)
+        return _model(ConnectionReply, data)
+
+    async def cancel_request(self, request_id: int) -> RequestRecord:
+        """Cancel one of the caller's requests; the record in its new state."""
+        data = await self._call("DELETE", f"/v1/requests/{request_id}", idempotent=True)
+        return _model(RequestRecord, data)
+
+    async def report_state(
+        self,
+        request_id: int,
+        state: RequestState | str,
+        *,
+        workers: Sequence[WorkerInfo] = (),
+        address: str | None = None,
+        connection: Mapping[str, Any] | None = None,
+    ) -> StateReply:
+        """Broker heartbeat/report (broker token of that request); says whether to stop."""
+        body: dict[str, Any] = {
+            "state": str(state),
+            "workers": [w.model_dump(mode="json") for w in workers],
+            "address": address,
+            "connection": dict(connection) if connection is not None else None,
+        }
+        data = await self._call(
+            "POST", f"/v1/requests/{request_id}/state", json=body, idempotent=True
+        )
+        return _model(StateReply, data)
+
+    # --- batch jobs -----------------------------------------------------------------------
+
+    async def submit_job(self, spec: JobSpec, *, idempotency_key: str | None = None) -> JobRecord:
+        """Submit a batch job; retried safely thanks to the (generated) ``Idempotency-Key``."""
+        headers = {"Idempotency-Key": idempotency_key or str(uuid.uuid4())}
+        data = await self._call(
+            "POST",
+            "/v1/jobs",
+            json=spec.model_dump(mode="json"),
+            headers=headers,
+            idempotent=True,
+        )
+        return _model(JobRecord, data)
+
+    async def get_job(self, job_id: int) -> JobDetail:
+        """One batch job with its history (the caller's own, unless admin)."""
+        data = await self._call("GET", f"/v1/jobs/{job_id}", idempotent=True)
+        return _model(JobDetail, data)
+
+    async def list_jobs(
+        self,
+        states: Sequence[JobState | str] | None = None,
+        *,
+        page_size: int = PAGE_SIZE,
+        limit: int | None = None,
+    ) -> AsyncIterator[JobRecord]:
+        """Iterate over the caller's batch jobs, oldest first, following the cursor."""
+        async for item in self._pages("/v1/jobs", "jobs", states, page_size, limit):
+            yield _model(JobRecord, item)
+
+    async def kill_job(self, job_id: int) -> JobRecord:
+        """Kill one of the caller's jobs; the record in state KILLED."""
+        data = await self._call("DELETE", f"/v1/jobs/{job_id}", idempotent=True)
+        return _model(JobRecord, data)
+
+    async def match(self, slot: SlotDescription) -> Claim | None:
+        """Claim the best job for an agent's slot; ``None`` when nothing fits (204)."""
+        data = await self._call("POST", "/v1/match", json=slot.model_dump(mode="json"))
+        return None if data is None else _model(Claim, data)
+
+    async def heartbeat_job(
+        self, job_id: int, lease_token: str, state: JobState | str = JobState.RUNNING
+    ) -> datetime:
+        """Renew a job's lease (and move it to STARTED/RUNNING); the new expiry time."""
+        body = {"lease_token": lease_token, "state": str(state)}
+        data = await self._call("POST", f"/v1/jobs/{job_id}/heartbeat", json=body, idempotent=True)
+        return _LeaseReply.model_validate(data).lease_expires_at
+
+    async def finish_job(self, job_id: int, lease_token: str, exit_code: int) -> JobRecord:
+        """Report a job's exit code (DONE when 0, else ERROR_E); refused if the lease was lost."""
+        body = {"lease_token": lease_token, "exit_code": exit_code}
+        data = await self._call("POST", f"/v1/jobs/{job_id}/finish", json=body, idempotent=True)
+        return _model(JobRecord, data)
+
+    # --- admin and health -----------------------------------------------------------------
+
+    async def create_token(self, role: Role, name: str, request_id: int | None = None) -> str:
+        """Issue a token (admin only); the plaintext, shown once."""
+        body: dict[str, Any] = {"role": role, "name": name}
+        if request_id is not None:
+            body["request_id"] = request_id
+        data = await self._call("POST", "/v1/tokens", json=body)
+        return str(data["token"])
+
+    async def whoami(self) -> WhoAmI:
+        """Who this client's token belongs to (401 :class:`Unauthorized` when unknown)."""
+        data = await self._call("GET", "/v1/whoami", idempotent=True)
+        return _model(WhoAmI, data)
+
+    async def healthz(self) -> dict[str, Any]:
+        """The service's health answer (no token needed)."""
+        data = await self._call("GET", "/healthz", idempotent=True)
+        return dict(data) if isinstance(data, dict) else {"status": data}
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    async def _pages(
+        self,
+        path: str,
+        key: str,
+        states: Sequence[str] | None,
+        page_size: int,
+        limit: int | None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        after: int | str | None = None
+        yielded = 0
+        while True:
+            params: list[tuple[str, str]] = [("limit", str(page_size))]
+            if states:
+                params.append(("state", ",".join(str(s) for s in states)))
+            if after is not None:
+                params.append(("after", str(after)))
+            data = await self._call("GET", path, params=params, idempotent=True)
+            page = _model(
+                _Page,
+                {
+                    "items": data.get(key) if isinstance(data, dict) else None,
+                    "next": data.get("next") if isinstance(data, dict) else None,
+                },
+            )
+            for item in page.items:
+                if limit is not None and yielded >= limit:
+                    return
+                yielded += 1
+                yield item
+            if page.next is None or not page.items:
+                return
+            after = page.next
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        idempotent: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """One API call with the retry policy; the decoded JSON body (``None`` for 204)."""
+        retry_on: tuple[type[BaseException], ...] = (
+            (_Transient, aiohttp.ClientConnectionError, TimeoutError)
+            if idempotent
+            else (aiohttp.ClientConnectorError,)
+        )
+        policy = retry_policy(
+            "masterqueue",
+            retry_on=retry_on,
+            attempts=self._attempts,
+            deadline_s=RETRY_DEADLINE_S,
+        )
+        try:
+            async for attempt in policy:
+                with attempt:
+                    return await self._once(method, path, **kwargs)
+        except _Transient as e:
+            raise e.error from None
+        except (TimeoutError, aiohttp.ClientError) as e:
+            raise MasterQueueUnreachable(
+                f"master queue at {self.url} unreachable ({method} {path}): {_reason(e)}"
+            ) from e
+        raise AssertionError("unreachable")  # pragma: no cover - the policy re-raises
+
+    async def _once(self, method: str, path: str, **kwargs: Any) -> Any:
+        if self._session is None:
+            raise RuntimeError("MasterQueueClient used outside 'async with'")
+        headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
+        headers.update(kwargs.pop("headers", {}))
+        async with self._session.request(
+            method, self.url + path, headers=headers, timeout=self._timeout, **kwargs
+        ) as resp:
+            if resp.status == 204:
+                return None
+            text = await resp.text()
+            if resp.status >= 400:
+                error = _http_error(resp.status, resp.reason or "", text)
+                if resp.status in _RETRY_STATUSES:
+                    raise _Transient(error)
+                raise error
+            return _json(text, resp.status)
+
+
+class _Page(BaseModel):
+    items: list[dict[str, Any]]
+    next: int | None = None
+
+
+class _LeaseReply(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    lease_expires_at: datetime
+
+
+class _Transient(Exception):
+    """A 502/503/504 answer, kept for the retry policy; the caller sees ``error``."""
+
+    def __init__(self, error: MasterQueueHTTPError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, TimeoutError):
+        return "timed out"
+    return str(e) or type(e).__name__
+
+
+def _json(text: str, status: int) -> Any:
+    try:
+        return json.loads(text) if text else None
+    except json.JSONDecodeError as e:
+        raise ServerError(status, "bad_response", f"not JSON: {text[:200]!r}") from e
+
+
+def _http_error(status: int, reason: str, text: str) -> MasterQueueHTTPError:
+    code, message, fields = reason.lower().replace(" ", "_") or "error", text[:200], []
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError:
+        body = None
+    if isinstance(body, dict):
+        code = str(body.get("error", code))
+        message = str(body.get("message", message))
+        raw_fields = body.get("fields") or []
+        fields = [f for f in raw_fields if isinstance(f, dict)]
+    return error_class(status)(status, code, message or reason, fields)
+
+
+def _model(cls: type[M], data: Any) -> M:
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        raise ServerError(
+            200, "bad_response", f"unexpected {cls.__name__} from the master queue: {e}"
+        ) from e

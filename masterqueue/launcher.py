@@ -1,0 +1,218 @@
+"""Launchers start one broker per request on a master host and can stop exactly that broker.
+
+The interface is small (:class:`Launcher`): ``pick_host``, ``start`` a broker for a request with its
+per-request token, ask for its ``exit_code`` (None while it runs), ``terminate``/``kill`` its
+process group, and ``describe_exit`` for the FAILED reason. :class:`LocalLauncher` (the
+embedded default) runs ``<broker command> --request-id ID --masterqueue URL`` as a subprocess
+in its own session (so its process group holds the broker and everything it starts), with
+stdout/stderr in ``<state dir>/brokers/<id>.log`` and the token in ``PODGRID_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import psutil
+
+from masterqueue.models import RequestRecord
+
+TOKEN_ENV = "PODGRID_TOKEN"  # noqa: S105 - a variable name, not a secret
+URL_ENV = "PODGRID_URL"
+REGISTRY_ENV = "PODGRID_REGISTRY_URL"
+LOG_TAIL_LINES = 5
+LOG_TAIL_BYTES = 4096
+REASON_MAX_CHARS = 1000  # the reason column holds 1024
+STOP_POLL_S = 0.05  # seconds between checks while waiting for a group to exit
+EXIT_UNKNOWN = -256  # the broker is gone but its exit status could not be learned
+
+
+@dataclass
+class LaunchHandle:
+    """One started broker: where it runs and how to reach its process group."""
+
+    request_id: int
+    host: str
+    pid: int
+    pgid: int
+    log_path: Path | None
+    started_at: float = field(default_factory=time.monotonic)
+    final_seen_at: float | None = None  # when the loop first saw the request final
+    term_sent_at: float | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+
+class Launcher(Protocol):
+    """How brokers are started and stopped on master hosts."""
+
+    def pick_host(self) -> str:
+        """The master host the next broker should run on."""
+        ...
+
+    async def start(
+        self, request: RequestRecord, broker_token: str, env: Mapping[str, str], host: str
+    ) -> LaunchHandle:
+        """Start the broker for ``request`` on ``host``; ``env`` holds PODGRID_URL and the
+        registry URL. OSError when it cannot be started."""
+        ...
+
+    async def exit_code(self, handle: LaunchHandle) -> int | None:
+        """The broker's exit code (negative: killed by that signal), None while it runs."""
+        ...
+
+    async def terminate(self, handle: LaunchHandle) -> None:
+        """Ask the broker's whole process group to stop (SIGTERM)."""
+        ...
+
+    async def kill(self, handle: LaunchHandle) -> None:
+        """Kill the broker's whole process group (SIGKILL)."""
+        ...
+
+    async def group_alive(self, handle: LaunchHandle) -> bool:
+        """Whether any process of the broker's group is still running."""
+        ...
+
+    async def describe_exit(self, handle: LaunchHandle) -> str:
+        """How the broker ended (exit code or signal) and the last lines of its log."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections (the brokers keep running)."""
+        ...
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def group_members(pgid: int) -> list[psutil.Process]:
+    """Live (non-zombie) processes of process group ``pgid``."""
+    found: list[psutil.Process] = []
+    for proc in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+    return found
+
+
+def log_tail(path: Path | None) -> str:
+    """The last few lines of a broker log ('' when there is none)."""
+    if path is None or not path.exists():
+        return ""
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - LOG_TAIL_BYTES))
+        lines = f.read().decode("utf-8", "replace").splitlines()
+    return " | ".join(line.strip() for line in lines[-LOG_TAIL_LINES:] if line.strip())
+
+
+def describe_code(code: int) -> str:
+    """``exit code 3`` or ``killed by SIGKILL``."""
+    if code == EXIT_UNKNOWN:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+class LocalLauncher:
+    """Brokers as local subprocesses, each in its own session and process group."""
+
+    def __init__(self, command: Sequence[str], log_dir: Path, host: str) -> None:
+        self.command = list(command)
+        self.log_dir = log_dir
+        self.host = host
+
+    def pick_host(self) -> str:
+        """This host."""
+        return self.host
+
+    async def start(
+        self, request: RequestRecord, broker_token: str, env: Mapping[str, str], host: str
+    ) -> LaunchHandle:
+        """Spawn the broker here; OSError when the command cannot be run."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{request.id}.log"
+        argv = [*self.command, "--request-id", str(request.id)]
+        argv += ["--masterqueue", env[URL_ENV]]
+        child_env = {**os.environ, **env, TOKEN_ENV: broker_token}
+        with log_path.open("ab") as log_file:
+            proc = await asyncio.to_thread(
+                subprocess.Popen,
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=child_env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        return LaunchHandle(
+            request_id=request.id,
+            host=host,
+            pid=proc.pid,
+            pgid=proc.pid,
+            log_path=log_path,
+            process=proc,
+        )
+
+    async def exit_code(self, handle: LaunchHandle) -> int | None:
+        """The broker's exit code; reaps it once it exited."""
+        return self._poll(handle)
+
+    @staticmethod
+    def _poll(handle: LaunchHandle) -> int | None:
+        if handle.process is None:
+            return None if psutil.pid_exists(handle.pid) else EXIT_UNKNOWN
+        return handle.process.poll()
+
+    async def terminate(self, handle: LaunchHandle) -> None:
+        """SIGTERM to the broker's process group."""
+        _signal_group(handle.pgid, signal.SIGTERM)
+
+    async def kill(self, handle: LaunchHandle) -> None:
+        """SIGKILL to the broker's process group, then reap the broker."""
+        _signal_group(handle.pgid, signal.SIGKILL)
+        if handle.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(handle.process.wait, 1.0)
+
+    async def group_alive(self, handle: LaunchHandle) -> bool:
+        """Whether any process of the group is still running."""
+        if self._poll(handle) is None:
+            return True
+        return bool(await asyncio.to_thread(group_members, handle.pgid))
+
+    async def describe_exit(self, handle: LaunchHandle) -> str:
+        """Exit status plus the log tail, short enough for the request's reason."""
+        code = self._poll(handle)
+        status = "still running" if code is None else describe_code(code)
+        tail = log_tail(handle.log_path)
+        text = f"{status}; last log lines: {tail}" if tail else status
+        return text[:REASON_MAX_CHARS]
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+async def stop(launcher: Launcher, handle: LaunchHandle, grace_s: float) -> None:
+    """SIGTERM the broker's group, wait up to ``grace_s``, then SIGKILL whatever is left."""
+    await launcher.terminate(handle)
+    deadline = time.monotonic() + grace_s
+    # Process exit has no event to wait on here (the group may hold grandchildren): poll.
+    while time.monotonic() < deadline and await launcher.group_alive(handle):  # noqa: ASYNC110
+        await asyncio.sleep(STOP_POLL_S)
+    if await launcher.group_alive(handle):
+        await launcher.kill(handle)

@@ -1,0 +1,99 @@
+"""Typed settings of the master-queue service (validated once, at the edge).
+
+``db_url`` defaults to a SQLite file under ``state_dir``; ``config_source`` (an LDIF path or
+``ldap://`` URL, default the packaged LDIF) supplies ``podRegistryURL`` and ``podMasterHosts``
+from the ``ou=Config`` level unless ``registry_url`` is given here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from config.request import DEFAULT_MAX_WORKERS_CAP
+
+DEFAULT_HTTP_PORT = 8886
+DEFAULT_BROKER_HEARTBEAT_TIMEOUT_S = 30.0
+DEFAULT_LEASE_S = 60.0
+DEFAULT_SWEEP_INTERVAL_S = 2.0
+DEFAULT_RETENTION_S = 7 * 86400.0  # finished records are kept a week
+DEFAULT_LAUNCHER_INTERVAL_S = 0.5
+DEFAULT_BROKER_STOP_GRACE_S = 10.0  # a cancelled broker gets this long to stop by itself
+DEFAULT_TOKEN_CACHE_TTL_S = 10.0
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DB_FILE_NAME = "masterqueue.db"
+DEFAULT_DB_POOL_SIZE = 10  # connections per process (MariaDB may overflow to twice this)
+
+LauncherKind = Literal["local", "ssh", "none"]
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/podgrid``, else ``~/.local/state/podgrid`` (the user's state dir)."""
+    base = os.environ.get("XDG_STATE_HOME")
+    root = Path(base) if base else Path.home() / ".local" / "state"
+    return root / "podgrid"
+
+
+def default_broker_command() -> list[str]:
+    """``python -m podgrid broker serve`` with this interpreter."""
+    return [sys.executable, "-m", "podgrid", "broker", "serve"]
+
+
+class MasterQueueSettings(BaseModel):
+    """Everything the master queue needs to run; ``http_port=0`` picks a free port."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(DEFAULT_HTTP_PORT, ge=0, le=65535)
+    state_dir: Path = Field(default_factory=default_state_dir)
+    db_url: str = Field("", description="default: SQLite file <state_dir>/masterqueue.db")
+    db_pool_size: int = Field(DEFAULT_DB_POOL_SIZE, ge=1, le=500)
+    config_source: str | None = Field(None, description="LDIF path or ldap:// URL")
+    registry_url: str | None = Field(None, description="overrides podRegistryURL")
+    public_url: str | None = Field(None, description="URL brokers use; default: bound address")
+    launcher: LauncherKind = "local"
+    master_host: str | None = Field(None, description="local launcher: the host recorded")
+    master_hosts: list[str] | None = Field(None, description="ssh: overrides podMasterHosts")
+    ssh_port: int = Field(22, ge=1, le=65535)
+    ssh_user: str | None = Field(None, description="default: the local user")
+    ssh_client_keys: list[Path] = Field(default_factory=list, description="default: ~/.ssh keys")
+    ssh_known_hosts: Path | None = Field(None, description="default: ~/.ssh/known_hosts")
+    ssh_log_dir: str = Field(
+        ".local/state/podgrid/brokers", description="on the master host, relative to home"
+    )
+    max_workers_cap: int = Field(DEFAULT_MAX_WORKERS_CAP, ge=1)
+    broker_heartbeat_timeout_s: float = Field(DEFAULT_BROKER_HEARTBEAT_TIMEOUT_S, gt=0)
+    lease_s: float = Field(DEFAULT_LEASE_S, gt=0)
+    sweep_interval_s: float = Field(DEFAULT_SWEEP_INTERVAL_S, gt=0)
+    retention_s: float = Field(DEFAULT_RETENTION_S, gt=0)
+    launcher_interval_s: float = Field(DEFAULT_LAUNCHER_INTERVAL_S, gt=0)
+    broker_command: list[str] = Field(default_factory=default_broker_command, min_length=1)
+    broker_stop_grace_s: float = Field(DEFAULT_BROKER_STOP_GRACE_S, ge=0)
+    stop_brokers_on_exit: bool = Field(
+        False, description="brokers are separate processes and normally outlive a restart"
+    )
+    token_cache_ttl_s: float = Field(DEFAULT_TOKEN_CACHE_TTL_S, ge=0)
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_db_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("db_url"):
+            state_dir = Path(data.get("state_dir") or default_state_dir())
+            return {**data, "db_url": f"sqlite+aiosqlite:///{state_dir / DB_FILE_NAME}"}
+        return data
+
+    @property
+    def admin_token_path(self) -> Path:
+        """Where the first ``serve`` writes the admin token (mode 0600)."""
+        return self.state_dir / "admin.token"
+
+    @property
+    def broker_log_dir(self) -> Path:
+        """Where the local launcher writes each broker's output (``<id>.log``)."""
+        return self.state_dir / "brokers"

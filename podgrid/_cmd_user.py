@@ -1,0 +1,199 @@
+"""The user's request commands: ``podgrid submit``, ``info``, ``ls`` and ``cancel``.
+
+``submit FILE [--wait]`` validates the file locally (errors name line and field, exit 2), sends
+it, and with ``--wait`` shows a progress bar of attached workers until READY/FULL, then prints
+the connection snippet (a final state or the timeout: the reason, exit 1). ``info`` follows
+pod-info's flags: ``-c`` connection snippet, ``-n`` worker count, ``-l`` workers, ``-s`` status.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from masterqueue.client import RequestDetail
+from masterqueue.models import RequestRecord
+from podgrid import _cmd_render as render
+from podgrid._cmd_common import CommandFailed, endpoint_flags, json_flag, print_json, run
+from podgrid.client import ConnectionInfo, PodGrid, RequestFailed, WaitTimeout
+
+DEFAULT_WAIT_POLL_S = 1.0  # s between two polls while waiting
+
+
+def register(sub: Any) -> None:
+    """Add ``submit``, ``info``, ``ls`` and ``cancel`` to the ``podgrid`` command tree."""
+    common = [endpoint_flags(), json_flag()]
+    submit = sub.add_parser("submit", parents=common, help="submit a server request")
+    submit.add_argument("file", metavar="FILE", help="a .toml, .jdl or .json request file")
+    submit.add_argument("--wait", action="store_true", help="wait until READY, then connect info")
+    submit.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="give up waiting after S seconds (exit 1)",
+    )
+    submit.add_argument(
+        "--poll",
+        type=_seconds,
+        default=DEFAULT_WAIT_POLL_S,
+        metavar="S",
+        help="seconds between two polls while waiting (default: %(default)s)",
+    )
+    submit.set_defaults(handler=lambda args: run(args, submit_command))
+
+    info = sub.add_parser("info", parents=common, help="a request's state, workers, connection")
+    info.add_argument(
+        "id",
+        metavar="ID",
+        nargs="?",
+        type=_request_id,
+        help="request id (default: your latest active request)",
+    )
+    info.add_argument(
+        "-c",
+        dest="connection",
+        action="store_true",
+        help="connection string: Python code for a distributed.Client",
+    )
+    info.add_argument("-n", dest="count", action="store_true", help="number of attached workers")
+    info.add_argument(
+        "-l", dest="workers", action="store_true", help="workers with host, site and startup time"
+    )
+    info.add_argument("-s", dest="status", action="store_true", help="the request's status")
+    info.set_defaults(handler=lambda args: run(args, info_command))
+
+    ls = sub.add_parser("ls", parents=common, help="list your requests")
+    ls.add_argument("--all", action="store_true", help="include finished requests")
+    ls.set_defaults(handler=lambda args: run(args, ls_command))
+
+    cancel = sub.add_parser("cancel", parents=[endpoint_flags()], help="cancel a request")
+    cancel.add_argument("id", metavar="ID", type=_request_id)
+    cancel.set_defaults(handler=lambda args: run(args, cancel_command))
+
+
+def _request_id(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a request id (a whole number >= 1), got {text!r}"
+        )
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
+async def submit_command(args: argparse.Namespace, grid: PodGrid) -> int:
+    """``podgrid submit``: send the request; with ``--wait`` follow it to READY."""
+    record = await grid.submit(args.file)
+    if not args.wait:
+        if args.json:
+            print_json(record.model_dump(mode="json"))
+        else:
+            render.console().print(f"request {record.id} submitted ({record.state})")
+        return 0
+    if not args.json:
+        render.console(stderr=True).print(f"request {record.id} submitted, waiting for workers")
+    ready = await _wait(args, grid, record)
+    info = await grid.connection(ready.id)
+    if args.json:
+        print_json({"request": ready.model_dump(mode="json"), "connection": info.raw or None})
+        return 0
+    out = render.console()
+    out.print(f"request {ready.id} is {ready.state}: {render.workers_text(ready)}")
+    out.print(info.snippet(), markup=False, highlight=False)
+    return 0
+
+
+async def _wait(args: argparse.Namespace, grid: PodGrid, record: RequestRecord) -> RequestDetail:
+    try:
+        if args.json:
+            return await grid.wait_ready(
+                record.id, timeout_s=args.timeout, poll_interval_s=args.poll
+            )
+        with render.WaitProgress() as bar:
+            return await grid.wait_ready(
+                record.id, progress=bar.update, timeout_s=args.timeout, poll_interval_s=args.poll
+            )
+    except (RequestFailed, WaitTimeout) as e:
+        if args.json:
+            print_json(e.record.model_dump(mode="json"))
+        raise
+
+
+async def _chosen_request(args: argparse.Namespace, grid: PodGrid) -> RequestDetail:
+    if args.id is not None:
+        return await grid.request(args.id)
+    latest = await grid.latest_active()
+    if latest is None:
+        raise CommandFailed(
+            "you have no active request; give a request id (see `podgrid ls --all`)"
+        )
+    return await grid.request(latest.id)
+
+
+async def info_command(args: argparse.Namespace, grid: PodGrid) -> int:
+    """``podgrid info``: the whole request, or the parts pod-info's flags ask for."""
+    detail = await _chosen_request(args, grid)
+    wanted = [args.status, args.count, args.workers, args.connection]
+    if not any(wanted):
+        if args.json:
+            print_json(detail.model_dump(mode="json"))
+        else:
+            render.console().print(render.request_table(detail))
+        return 0
+    info = await grid.connection(detail.id) if args.connection else None
+    if args.json:
+        print_json(_info_json(args, detail, info))
+        return 0
+    out = render.console()
+    if args.status:
+        out.print(render.state_text(detail), markup=False, highlight=False)
+    if args.count:
+        out.print(str(detail.worker_count), highlight=False)
+    if args.workers:
+        out.print(render.workers_table(detail.workers))
+    if info is not None:
+        out.print(info.snippet(), markup=False, highlight=False)
+    return 0
+
+
+def _info_json(
+    args: argparse.Namespace, detail: RequestDetail, info: ConnectionInfo | None
+) -> dict[str, Any]:
+    data: dict[str, Any] = {"id": detail.id}
+    if args.status:
+        data.update(state=detail.state.value, reason=detail.reason)
+    if args.count:
+        data["worker_count"] = detail.worker_count
+    if args.workers:
+        data["workers"] = [w.model_dump(mode="json") for w in detail.workers]
+    if info is not None:
+        data["connection"] = {"address": info.address, **info.raw, "snippet": info.snippet()}
+    return data
+
+
+async def ls_command(args: argparse.Namespace, grid: PodGrid) -> int:
+    """``podgrid ls``: the user's active requests (all with ``--all``)."""
+    records = await grid.requests(include_finished=args.all)
+    if args.json:
+        print_json([r.model_dump(mode="json") for r in records])
+    elif not records:
+        render.console().print("no requests" if args.all else "no active requests")
+    else:
+        render.console().print(render.requests_table(records))
+    return 0
+
+
+async def cancel_command(args: argparse.Namespace, grid: PodGrid) -> int:
+    """``podgrid cancel ID``."""
+    record = await grid.cancel(args.id)
+    render.console().print(f"request {record.id} {record.state}")
+    return 0

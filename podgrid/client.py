@@ -1,0 +1,323 @@
+"""The user's Python API: submit a server request, wait for the cluster, connect to it.
+
+.. code-block:: python
+
+    async with PodGrid.connect() as grid:
+        req = await grid.submit("request.toml")
+        await grid.wait_ready(req.id, progress=print)
+        info = await grid.connection(req.id)
+        client = await distributed.Client(info.address, security=info.security(), asynchronous=True)
+
+The master queue's URL and token come from :func:`podgrid.endpoints.discover` (arguments, then
+``PODGRID_URL``/``PODGRID_TOKEN``, then ``podgrid up``'s ``endpoints.json``, then the user's
+``client.toml``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from config.request import RequestFormat, ServerRequest, load_request, parse_request
+from config.request_errors import RequestError, RequestIssue
+from masterqueue.client import BadRequest, JobDetail, MasterQueueClient, RequestDetail
+from masterqueue.models import JobRecord, JobSpec, RequestRecord
+from masterqueue.states import REQUEST_FINAL, RequestState
+from podgrid.endpoints import Endpoint, discover
+
+__all__ = [
+    "ACTIVE_STATES",
+    "READY_STATES",
+    "ConnectionInfo",
+    "NoConnectionYet",
+    "PodGrid",
+    "RequestFailed",
+    "WaitTimeout",
+]
+
+DEFAULT_POLL_INTERVAL_S: Final = 1.0  # s between two polls of GET /v1/requests/{id}
+READY_STATES: Final = frozenset({RequestState.READY, RequestState.FULL})
+ACTIVE_STATES: Final = frozenset(set(RequestState) - REQUEST_FINAL)
+_SUFFIX_FORMATS: Final[dict[str, RequestFormat]] = {".toml": "toml", ".jdl": "jdl", ".json": "json"}
+
+# Key names a broker may use in its connection JSON for each field, first match wins.
+_CONNECTION_KEYS: Final[dict[str, tuple[str, ...]]] = {
+    "address": ("scheduler_address", "address", "scheduler"),
+    "tls_ca": ("tls_ca", "ca", "ca_pem", "tls_ca_file"),
+    "tls_client_cert": ("tls_client_cert", "client_cert", "cert", "cert_pem"),
+    "tls_client_key": ("tls_client_key", "client_key", "key", "key_pem"),
+}
+
+Progress = Callable[[RequestDetail], object]
+
+
+class RequestFailed(Exception):
+    """The request reached a final state (CANCELLED, EXPIRED, FAILED, DONE) before READY."""
+
+    def __init__(self, record: RequestRecord) -> None:
+        reason = f": {record.reason}" if record.reason else ""
+        super().__init__(f"request {record.id} is {record.state}{reason}")
+        self.record = record
+
+
+class NoConnectionYet(Exception):
+    """The request's broker has not reported a scheduler address yet."""
+
+    def __init__(self, request_id: int, state: RequestState) -> None:
+        super().__init__(f"request {request_id} has no connection info yet (state {state})")
+        self.request_id = request_id
+        self.state = state
+
+
+class WaitTimeout(Exception):
+    """``wait_ready`` gave up before the request was READY; ``record`` is the last seen."""
+
+    def __init__(self, record: RequestRecord, timeout_s: float) -> None:
+        super().__init__(
+            f"request {record.id} still {record.state} after {timeout_s:g} s "
+            f"({record.worker_count}/{record.request.min_workers} workers)"
+        )
+        self.record = record
+
+
+class ConnectionInfo(BaseModel):
+    """How to reach a request's Dask scheduler: its address and the client's TLS material.
+
+    Built from the broker's opaque connection JSON; the PEM fields hold file *contents*
+    (``distributed.Security`` accepts them in place of paths).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    address: str
+    tls_ca: str | None = None
+    tls_client_cert: str | None = None
+    tls_client_key: str | None = None
+    raw: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], fallback_address: str | None = None) -> Self:
+        """Read the broker's connection JSON; ``fallback_address``: the request's address."""
+        values: dict[str, Any] = {"raw": dict(data)}
+        for field, keys in _CONNECTION_KEYS.items():
+            values[field] = next((data[k] for k in keys if isinstance(data.get(k), str)), None)
+        if values["address"] is None:
+            values["address"] = fallback_address
+        if not values["address"]:
+            raise ValueError("the connection info holds no scheduler address yet")
+        return cls.model_validate(values)
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether the scheduler expects TLS client certificates."""
+        return self.tls_ca is not None and self.tls_client_cert is not None
+
+    def security(self) -> Any:
+        """A ``distributed.Security`` for this cluster (``None`` without TLS material)."""
+        if not self.uses_tls:
+            return None
+        from distributed.security import Security  # a 0.5 s import: only when asked
+
+        return Security(  # type: ignore[no-untyped-call]
+            tls_ca_file=self.tls_ca,
+            tls_client_cert=self.tls_client_cert,
+            tls_client_key=self.tls_client_key,
+            require_encryption=True,
+        )
+
+    def snippet(self) -> str:
+        """Python code that connects a ``distributed.Client`` to the cluster (``info -c``)."""
+        if not self.uses_tls:
+            return f'from distributed import Client\n\nclient = Client("{self.address}")\n'
+        lines = [
+            "from distributed import Client",
+            "from distributed.security import Security",
+            "",
+            "security = Security(",
+            f"    tls_ca_file={_pem(self.tls_ca)},",
+            f"    tls_client_cert={_pem(self.tls_client_cert)},",
+        ]
+        if self.tls_client_key is not None:
+            lines.append(f"    tls_client_key={_pem(self.tls_client_key)},")
+        lines += [
+            "    require_encryption=True,",
+            ")",
+            f'client = Client("{self.address}", security=security)',
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def _pem(text: str | None) -> str:
+    body = (text or "").strip("\n")
+    return '"""\\\n' + body + '\n"""'
+
+
+def _as_request_error(e: BadRequest, source: str) -> BadRequest | RequestError:
+    """The service's ``invalid_request_config`` answer as a ``RequestError`` naming ``source``."""
+    if e.code != "invalid_request_config" or not e.fields:
+        return e
+    issues = [
+        RequestIssue(
+            source,
+            str(f.get("msg", "")),
+            f.get("line") if isinstance(f.get("line"), int) else None,
+            f.get("column") if isinstance(f.get("column"), int) else None,
+            ".".join(str(p) for p in f.get("loc") or []) or None,
+        )
+        for f in e.fields
+    ]
+    return RequestError(issues)
+
+
+def _read_request_file(path: Path) -> tuple[str, RequestFormat | None]:
+    """The file's text and format, after validating it (``RequestError`` on any problem)."""
+    load_request(path)
+    return path.read_text(encoding="utf-8"), _SUFFIX_FORMATS.get(path.suffix.lower())
+
+
+class PodGrid:
+    """The user's handle on a PoD Grid: requests, clusters and batch jobs.
+
+    Create with :meth:`connect` (endpoint discovery) or from a ready :class:`MasterQueueClient`.
+    """
+
+    def __init__(self, client: MasterQueueClient, endpoint: Endpoint | None = None) -> None:
+        self.client = client
+        self.endpoint = endpoint
+
+    @classmethod
+    def connect(
+        cls,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        state_dir: Path | None = None,
+    ) -> PodGrid:
+        """A grid handle for ``async with``; raises ``EndpointError`` if nothing is configured."""
+        endpoint = discover(url, token, state_dir=state_dir)
+        return cls(MasterQueueClient(endpoint.url, endpoint.token), endpoint)
+
+    async def __aenter__(self) -> Self:
+        await self.client.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.client.close()
+
+    # --- server requests ------------------------------------------------------------------
+
+    async def submit(
+        self,
+        request: str | Path | ServerRequest,
+        *,
+        idempotency_key: str | None = None,
+    ) -> RequestRecord:
+        """Submit a request file path (TOML, JDL or JSON) or a parsed :class:`ServerRequest`.
+
+        A file is validated here first, so mistakes surface as ``RequestError`` with line and
+        field before anything is sent; the service's own refusals (e.g. its operator's cap on
+        ``max_workers``) come back as a ``RequestError`` naming the file too.
+        """
+        if isinstance(request, ServerRequest):
+            return await self.client.submit_request(request, idempotency_key=idempotency_key)
+        path = Path(request)
+        text, fmt = await asyncio.to_thread(_read_request_file, path)
+        try:
+            return await self.client.submit_request(text, fmt, idempotency_key=idempotency_key)
+        except BadRequest as e:
+            raise _as_request_error(e, str(path)) from e
+
+    async def submit_text(
+        self, text: str, fmt: RequestFormat | None = None, *, idempotency_key: str | None = None
+    ) -> RequestRecord:
+        """Submit a request given as text (validated here first, like :meth:`submit`)."""
+        parse_request(text, fmt=fmt)
+        try:
+            return await self.client.submit_request(text, fmt, idempotency_key=idempotency_key)
+        except BadRequest as e:
+            raise _as_request_error(e, "<request>") from e
+
+    async def request(self, request_id: int) -> RequestDetail:
+        """One of the user's requests, with its workers and timeline."""
+        return await self.client.get_request(request_id)
+
+    async def requests(self, *, include_finished: bool = False) -> list[RequestRecord]:
+        """The user's requests, oldest first; only active ones unless ``include_finished``."""
+        states = None if include_finished else sorted(ACTIVE_STATES)
+        return [r async for r in self.client.list_requests(states)]
+
+    async def latest_active(self) -> RequestRecord | None:
+        """The user's most recently submitted request that is not finished, if any."""
+        active = await self.requests()
+        return max(active, key=lambda r: r.id) if active else None
+
+    async def cancel(self, request_id: int) -> RequestRecord:
+        """Cancel one of the user's requests."""
+        return await self.client.cancel_request(request_id)
+
+    async def connection(self, request_id: int) -> ConnectionInfo:
+        """How to connect to the request's cluster; :class:`NoConnectionYet` before it has one."""
+        reply = await self.client.connection(request_id)
+        try:
+            return ConnectionInfo.from_json(reply.connection or {}, reply.address)
+        except ValueError as e:
+            raise NoConnectionYet(reply.id, reply.state) from e
+
+    async def wait_ready(
+        self,
+        request_id: int,
+        *,
+        progress: Progress | None = None,
+        timeout_s: float | None = None,
+        poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+    ) -> RequestDetail:
+        """Poll until the request is READY or FULL; ``progress`` sees every polled record.
+
+        Raises :class:`RequestFailed` on a final state first, :class:`WaitTimeout` after
+        ``timeout_s``.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            detail = await self.client.get_request(request_id)
+            if progress is not None:
+                progress(detail)
+            if detail.state in READY_STATES:
+                return detail
+            if detail.state in REQUEST_FINAL:
+                raise RequestFailed(detail)
+            if deadline is not None and time.monotonic() + poll_interval_s > deadline:
+                raise WaitTimeout(detail, timeout_s or 0.0)
+            await asyncio.sleep(poll_interval_s)
+
+    # --- batch jobs -----------------------------------------------------------------------
+
+    async def submit_job(
+        self,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        **requirements: Any,
+    ) -> JobRecord:
+        """Submit a batch job: an argv (no shell) plus requirements (cores, memory_mb, ...)."""
+        spec = JobSpec(command=list(command), env=dict(env or {}), **requirements)
+        return await self.client.submit_job(spec, idempotency_key=idempotency_key)
+
+    async def jobs(self) -> list[JobRecord]:
+        """The user's batch jobs, oldest first."""
+        return [j async for j in self.client.list_jobs()]
+
+    async def job(self, job_id: int) -> JobDetail:
+        """One of the user's batch jobs, with its history."""
+        return await self.client.get_job(job_id)
