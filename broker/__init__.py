@@ -1,7 +1,10 @@
-"""The PoD server: one Dask scheduler with per-cluster TLS per server request.
+"""The PoD server: a Dask scheduler with per-cluster TLS, an attach API and stop rules.
 
-It publishes its attach address and how many workers it still needs to the monitoring
-registry, grants attach reservations to job agents, and reports its state to the master queue.
+A helper around ``distributed.Scheduler`` (it does not schedule anything itself): it
+publishes the cluster's needs to the registry, hands places to job agents, reports to the
+master queue and shuts the cluster down on cancel, TTL, idle timeout or SIGTERM.
 """
 
-__all__: list[str] = []
+from broker.settings import BrokerSettings, RegistryTarget
+
+__all__ = ["BrokerSettings", "RegistryTarget"]

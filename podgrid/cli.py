@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "podgrid._cmd_jobs",
     "podgrid._cmd_masterqueue",
     "podgrid._cmd_token",
+    "podgrid._cmd_broker",
 )
 
 Handler = Callable[[argparse.Namespace], int]

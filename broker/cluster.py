@@ -1,0 +1,353 @@
+"""One cluster's life: a TLS Dask scheduler, its places, publication, reports and stop rules.
+
+:class:`Broker` is driven by three background loops once :meth:`Broker.begin` has the attach
+URL: *publish* (every ``podPublishInterval`` s and at once on a change), *report* (heartbeat
+to the master queue every ``heartbeat_interval_s`` s and on a change) and *watch* (expired
+reservations, max_wait, TTL, idle timeout, adaptive target). A stop condition calls
+:meth:`Broker.request_stop`, which sets :attr:`Broker.finished`; :meth:`Broker.stop` then
+shuts down in a fixed order: close attaches, final ``NeededWorkers=0`` publication, retire
+the workers, close the scheduler, final report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Coroutine
+from typing import Any, Final
+
+import structlog
+
+from broker.metrics import BrokerMetrics
+from broker.places import Places
+from broker.plugin import PlacesPlugin
+from broker.publisher import Publication
+from broker.reporter import Reporter, RequestGone
+from broker.requirements import requirements_json
+from broker.settings import BrokerSettings
+from broker.tls import ClusterTLS
+from masterqueue.models import RequestRecord
+from masterqueue.states import REQUEST_FINAL, RequestState
+
+log = structlog.get_logger("podgrid.broker")
+
+WATCH_INTERVAL_S: Final = 0.2  # seconds between two checks of the stop rules
+REPORT_MIN_GAP_S: Final = 0.2  # seconds between two reports, however busy the cluster
+RETIRE_COOLDOWN_S: Final = 2.0  # seconds between two adaptive scale-downs
+R = RequestState
+
+
+class Broker:
+    """The PoD server of one request (see the module docstring for the life cycle)."""
+
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        record: RequestRecord,
+        *,
+        publication: Publication,
+        reporter: Reporter,
+        attach_timeout_s: float,
+        publish_interval_s: float,
+        metrics: BrokerMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.record = record
+        self.request = record.request
+        self.publication = publication
+        self.reporter = reporter
+        self.publish_interval_s = publish_interval_s
+        self.metrics = metrics or BrokerMetrics()
+        self.places = Places(record.id, self.request.max_workers, attach_timeout_s)
+        self.tls = ClusterTLS(f"pod{record.id}", float(self.request.ttl_s))
+        created_s = record.created_at.timestamp()
+        self.wait_deadline_s = created_s + self.request.max_wait_s  # epoch seconds
+        self.expires_s = created_s + self.request.ttl_s  # epoch seconds
+        self.state = R.STARTING
+        self.reached_ready = False
+        self.publishing = False
+        self.target = self.request.max_workers
+        self.scheduler: Any = None
+        self.attach_url: str | None = None
+        self.final: tuple[RequestState, str] | None = None
+        self.finished = asyncio.Event()
+        self.started_at = time.monotonic()
+        self._mq_final = False
+        self._publish_wake = asyncio.Event()
+        self._report_wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._side_tasks: set[asyncio.Task[Any]] = set()
+        self._last_retire = 0.0
+        self._sent_open: bool | None = None
+        self._sent_state: RequestState | None = None
+        self._connection_sent = False
+
+    # -- start ----------------------------------------------------------------------------
+
+    async def start_scheduler(self) -> None:
+        """Write the TLS files and start the Dask scheduler (TLS required) on a free port."""
+        from distributed import Scheduler
+
+        self.tls.write(self.settings.tls_dir)
+        self.scheduler = await Scheduler(
+            host=self.settings.http_host,
+            port=0,
+            protocol="tls",
+            security=self.tls.scheduler_security(),
+            dashboard=False,
+            # Its small HTTP server (health, metrics) on a free port of the same host: the
+            # default 8787 clashes with any other scheduler on this machine.
+            dashboard_address=f"{self.settings.http_host}:0",
+            plugins=[PlacesPlugin(self.places, self.changed, self.spawn)],
+        )
+        log.info("broker.scheduler_started", address=self.scheduler.address)
+
+    def begin(self, attach_url: str) -> None:
+        """Open the places, start publishing and reporting (the HTTP API now serves)."""
+        self.attach_url = attach_url
+        self.publication.static.update(
+            {
+                "Address": attach_url,
+                "MinWorkers": self.request.min_workers,
+                "MaxWorkers": self.request.max_workers,
+                "Owner": self.record.owner,
+                "Requirements": requirements_json(self.request, self.settings.min_slot_ttl_s),
+                "Expires": int(self.expires_s),
+            }
+        )
+        self.state = R.PUBLISHING
+        self.publishing = True
+        self.places.open = True
+        for name, loop in (
+            ("publish", self._publish_loop()),
+            ("report", self._report_loop()),
+            ("watch", self._watch_loop()),
+        ):
+            self._tasks.append(self._task(loop, f"broker-{name}"))
+        log.info("broker.publishing", request_id=self.record.id, attach_url=attach_url)
+
+    # -- events ---------------------------------------------------------------------------
+
+    def changed(self) -> None:
+        """Places or workers changed: re-evaluate and tell the registry and master queue soon."""
+        self._evaluate()
+        self._publish_wake.set()
+        self._report_wake.set()
+        self.metrics.workers.set(self.places.connected)
+        self.metrics.pending.set(self.places.pending)
+
+    def request_stop(self, state: RequestState, reason: str) -> None:
+        """Ask for a shutdown ending in ``state``; the first request wins."""
+        if self.final is not None:
+            return
+        self.final = (state, reason)
+        self.places.open = False
+        log.info("broker.stop_requested", request_id=self.record.id, state=state, reason=reason)
+        self.finished.set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        """Run ``coro`` in the background, keeping a reference and logging its failure."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_done)
+
+    def _side_done(self, task: asyncio.Task[Any]) -> None:
+        self._side_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("broker.task_failed", task=task.get_name(), error=repr(task.exception()))
+
+    # -- rules ----------------------------------------------------------------------------
+
+    def live_state(self) -> RequestState:
+        """PUBLISHING until min_workers, READY from there, FULL at max_workers."""
+        connected = self.places.connected
+        if connected >= self.request.max_workers:
+            return R.FULL
+        if connected >= self.request.min_workers or self.reached_ready:
+            return R.READY
+        return R.PUBLISHING
+
+    def _evaluate(self) -> None:
+        if self.final is not None or self.attach_url is None:
+            return
+        state = self.live_state()
+        self.reached_ready = self.reached_ready or state in (R.READY, R.FULL)
+        self.state = state
+        in_window = time.time() < self.wait_deadline_s
+        # Adaptive clusters keep asking (for their target) for their whole life.
+        self.publishing = self.request.adaptive or (in_window and state != R.FULL)
+        self.places.open = self.request.adaptive or in_window
+        if not in_window and not self.reached_ready:
+            reason = (
+                f"min_workers ({self.request.min_workers}) not reached within max_wait "
+                f"({self.request.max_wait_s} s)"
+            )
+            self.request_stop(R.EXPIRED, reason)
+
+    def needed(self) -> int:
+        """The ``NeededWorkers`` to publish now."""
+        return self.places.needed(self.target) if self.publishing and not self.final else 0
+
+    # -- loops ----------------------------------------------------------------------------
+
+    def _task(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        task.add_done_callback(self._loop_done)
+        return task
+
+    def _loop_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("broker.loop_crashed", loop=task.get_name(), error=repr(task.exception()))
+            self.request_stop(R.FAILED, f"{task.get_name()} crashed: {task.exception()!r}")
+
+    # The loops also end on ``final``: Python 3.11's wait_for can swallow a cancellation.
+    async def _publish_loop(self) -> None:
+        while self.final is None:
+            self._evaluate()
+            await self.publish_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._publish_wake.wait(), self.publish_interval_s)
+            self._publish_wake.clear()
+
+    async def publish_once(self, *, force: bool = False) -> None:
+        """Publish while publishing; once stopped, only when the state changes (Needed=0)."""
+        open_now = self.publishing and self.final is None
+        state = self.final[0] if self.final is not None else self.state
+        if not (open_now or force or self._sent_open or state != self._sent_state):
+            return
+        ok = await self.publication.send(
+            needed=self.needed(), workers=self.places.connected, state=state.value
+        )
+        self.metrics.publications.labels(result="sent" if ok else "failed").inc()
+        if ok:
+            if self._sent_open and not open_now:
+                log.info("broker.publish_stopped", request_id=self.record.id, state=state)
+            self._sent_open, self._sent_state = open_now, state
+
+    async def _report_loop(self) -> None:
+        while self.final is None:
+            await self._report_live()
+            await asyncio.sleep(REPORT_MIN_GAP_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._report_wake.wait(), self.settings.heartbeat_interval_s)
+            self._report_wake.clear()
+
+    def connection(self) -> dict[str, Any]:
+        """What the owner needs to connect (``podgrid info -c`` turns it into Python)."""
+        return {
+            "scheduler_address": self.scheduler.address if self.scheduler else None,
+            "tls_ca": self.tls.ca.cert_pem,
+            "tls_client_cert": self.tls.client.cert_pem,
+            "tls_client_key": self.tls.client.key_pem,
+            "dashboard_link": None,  # bokeh is not installed: no dashboard
+            "attach_url": self.attach_url,
+            "expires": int(self.expires_s),
+        }
+
+    async def _report_live(self) -> None:
+        if self.final is not None:
+            return
+        send_connection = not self._connection_sent
+        try:
+            reply = await self.reporter.report(
+                self.state,
+                self.places.workers(),
+                address=self.scheduler.address,
+                connection=self.connection() if send_connection else None,
+            )
+        except RequestGone as e:
+            self._mq_final = True
+            self.request_stop(R.FAILED, f"the master queue refuses this broker: {e}")
+            return
+        self.metrics.reports.labels(result="ok" if reply else "failed").inc()
+        if reply is None:
+            return
+        self._connection_sent = True
+        if reply.cancel or reply.state in REQUEST_FINAL:
+            self._mq_final = True
+            reason = reply.reason or f"the request is {reply.state.value}"
+            self.request_stop(reply.state, reason)
+
+    async def _watch_loop(self) -> None:
+        while self.final is None:
+            self.watch_once()
+            await asyncio.sleep(WATCH_INTERVAL_S)
+
+    def watch_once(self) -> None:
+        """Expired reservations, TTL, idle timeout, a dead scheduler, the adaptive target."""
+        gone = self.places.expire()
+        if gone:
+            self.metrics.expired.inc(len(gone))
+            log.info("broker.reservations_expired", names=[p.name for p in gone])
+            self.changed()
+        now = time.time()
+        if now >= self.expires_s:
+            self.request_stop(R.EXPIRED, f"ttl of {self.request.ttl_s} s is over")
+        idle_since = self.scheduler.idle_since
+        idle_s = self.request.idle_timeout_s
+        if idle_s and idle_since is not None and now - idle_since >= idle_s:
+            self.request_stop(R.DONE, f"no client activity for {idle_s} s (idle_timeout)")
+        if str(self.scheduler.status.name) in ("closing", "closed", "failed"):
+            self.request_stop(R.FAILED, "the Dask scheduler stopped")
+        if self.request.adaptive:
+            self._adapt()
+
+    def _adapt(self) -> None:
+        low, high = self.request.min_workers, self.request.max_workers
+        target = max(low, min(high, int(self.scheduler.adaptive_target())))
+        if target != self.target:
+            self.target = target
+            self.places.limit = target
+            self.changed()
+        surplus = self.places.connected - target
+        if surplus > 0 and time.monotonic() - self._last_retire >= RETIRE_COOLDOWN_S:
+            self._last_retire = time.monotonic()
+            log.info("broker.scale_down", target=target, retiring=surplus)
+            self.spawn(
+                self.scheduler.retire_workers(n=surplus, close_workers=True), "broker-retire"
+            )
+
+    # -- stop -----------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Shut down in order: attaches, publication, workers, scheduler, final report."""
+        if self.final is None:
+            self.request_stop(R.DONE, "the broker was stopped")
+        assert self.final is not None
+        state, reason = self.final
+        self.places.open = False
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self.settings.shutdown_timeout_s)
+        log.debug("broker.shutdown_step", step="loops stopped")
+        timeout_s = self.settings.shutdown_timeout_s
+        if self.attach_url is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.publish_once(force=True), timeout_s)
+        log.debug("broker.shutdown_step", step="published")
+        await self._close_scheduler(timeout_s)
+        log.debug("broker.shutdown_step", step="scheduler closed")
+        for task in list(self._side_tasks):
+            task.cancel()
+        if self.attach_url is not None and not self._mq_final:
+            await self._final_report(state, timeout_s)
+        log.info("broker.stopped", request_id=self.record.id, state=state, reason=reason)
+
+    async def _close_scheduler(self, timeout_s: float) -> None:
+        if self.scheduler is None:
+            return
+        try:
+            if self.scheduler.workers:
+                await asyncio.wait_for(self.scheduler.retire_workers(close_workers=True), timeout_s)
+        except (TimeoutError, OSError) as e:
+            log.warning("broker.retire_incomplete", error=repr(e))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.scheduler.close(), timeout_s)
+
+    async def _final_report(self, state: RequestState, timeout_s: float) -> None:
+        try:
+            await asyncio.wait_for(self.reporter.report(state, []), timeout_s)
+        except (TimeoutError, RequestGone) as e:
+            log.warning("broker.final_report_failed", state=state, error=repr(e))

@@ -1,0 +1,15 @@
+"""Typed application keys: where the broker app keeps its state."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from broker.agent_auth import AgentTokens
+from broker.cluster import Broker
+from broker.metrics import BrokerMetrics
+from broker.settings import BrokerSettings
+
+SETTINGS = web.AppKey("settings", BrokerSettings)
+BROKER = web.AppKey("broker", Broker)
+TOKENS = web.AppKey("tokens", AgentTokens)
+METRICS = web.AppKey("metrics", BrokerMetrics)

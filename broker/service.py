@@ -1,0 +1,189 @@
+"""The broker service: ``create_app(settings)``, ``run_broker(settings)`` and ``serve``.
+
+Start-up (one ``cleanup_ctx``, closed in reverse): read the configuration hierarchy (publish
+interval, attach timeout, registry URL; re-read every ``podConfigRefresh`` s), load the
+request from the master queue with the broker token, open the registry publisher, start the
+TLS Dask scheduler. :func:`run_broker` binds the HTTP socket first (so the attach URL is
+known), serves, then calls :meth:`Broker.begin` (first publication). Shutdown: stop
+accepting, then :meth:`Broker.stop` (final publication, workers retired, scheduler closed,
+final report), then the publisher, the HTTP session and the refresher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from broker import attach, keys
+from broker.agent_auth import AgentTokens, masterqueue_lookup
+from broker.cluster import Broker
+from broker.metrics import BrokerMetrics
+from broker.publisher import Publication, open_sink
+from broker.reporter import Reporter
+from broker.settings import TOKEN_NEGATIVE_TTL_S, BrokerSettings
+from broker.signals import capture_signals
+from config import Change, ConfigRefresher, ResolvedConfig, default_ldif
+from masterqueue.client import MasterQueueClient
+from masterqueue.states import REQUEST_FINAL, RequestState
+
+log = structlog.get_logger("podgrid.broker")
+
+HTTP_SHUTDOWN_TIMEOUT_S = 2.0
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - compared, not bound
+
+
+class BrokerStartError(RuntimeError):
+    """The broker cannot serve its request (final already, or not startable)."""
+
+
+def _config_listener(app: web.Application) -> object:
+    def on_change(resolved: ResolvedConfig, changes: list[Change]) -> None:
+        broker, settings = app.get(keys.BROKER), app[keys.SETTINGS]
+        if broker is None:
+            return
+        pod = resolved.settings
+        if settings.publish_interval_s is None:
+            broker.publish_interval_s = float(pod.publish_interval_s)
+        if settings.attach_timeout_s is None:
+            broker.places.attach_timeout_s = float(pod.attach_timeout_s)
+
+    return on_change
+
+
+async def _runtime(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    refresher = ConfigRefresher(
+        settings.config_source or default_ldif(),
+        on_change=_config_listener(app),  # type: ignore[arg-type]
+    )
+    pod = (await refresher.start()).settings
+    async with aiohttp.ClientSession() as session:
+        mq = MasterQueueClient(settings.masterqueue_url, settings.token, session)
+        record = await mq.get_request(settings.request_id)
+        if record.state in REQUEST_FINAL:
+            await refresher.stop()
+            raise BrokerStartError(f"request {record.id} is already {record.state.value}")
+        sink = open_sink(settings.registry_target(pod.registry_url), settings.registry_token)
+        broker = Broker(
+            settings,
+            record,
+            publication=Publication(sink, record.id, {}),
+            reporter=Reporter(mq, record.id),
+            attach_timeout_s=settings.attach_timeout_s or float(pod.attach_timeout_s),
+            publish_interval_s=settings.publish_interval_s or float(pod.publish_interval_s),
+            metrics=app[keys.METRICS],
+        )
+        app[keys.TOKENS] = AgentTokens(
+            masterqueue_lookup(settings.masterqueue_url, session),
+            ttl_s=settings.token_cache_ttl_s,
+            negative_ttl_s=TOKEN_NEGATIVE_TTL_S,
+        )
+        try:
+            await broker.start_scheduler()
+            app[keys.BROKER] = broker
+            yield
+        finally:
+            await broker.stop()
+            await sink.close()
+            await refresher.stop()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """``GET /healthz``: the cluster at a glance."""
+    broker = request.app[keys.BROKER]
+    return web.json_response(
+        {
+            "status": "ok",
+            "request_id": broker.record.id,
+            "state": broker.state.value,
+            "workers": broker.places.connected,
+            "pending": broker.places.pending,
+            "needed": broker.needed(),
+            "scheduler_address": broker.scheduler.address,
+        }
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """``GET /metrics``: Prometheus text."""
+    resp = web.Response(body=generate_latest(request.app[keys.METRICS].registry))
+    resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return resp
+
+
+def create_app(settings: BrokerSettings) -> web.Application:
+    """Build the broker app; nothing is opened until the app starts."""
+    app = web.Application()
+    app[keys.SETTINGS] = settings
+    app[keys.METRICS] = BrokerMetrics()
+    app.cleanup_ctx.append(_runtime)
+    app.router.add_post("/v1/attach", attach.attach)
+    app.router.add_post("/v1/detach", attach.detach)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+@dataclass(frozen=True, slots=True)
+class RunningBroker:
+    """A started broker: its attach URL, its app and its :class:`Broker`."""
+
+    url: str
+    app: web.Application
+    broker: Broker
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def run_broker(settings: BrokerSettings) -> AsyncIterator[RunningBroker]:
+    """Serve the broker (HTTP port 0: a free one) and publish until the block exits."""
+    started = time.monotonic()
+    sock = _bind(settings.http_host, settings.http_port)
+    host, port = sock.getsockname()[:2]
+    shown = socket.getfqdn() if host in _WILDCARD_HOSTS else host
+    url = settings.public_url or f"http://{shown}:{port}"
+    app = create_app(settings.model_copy(update={"public_url": url}))
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT_S)
+    try:
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        broker = app[keys.BROKER]
+        broker.begin(url)
+        log.info("broker.started", url=url, took_s=round(time.monotonic() - started, 3))
+        yield RunningBroker(url, app, broker)
+    finally:
+        await runner.cleanup()
+        sock.close()
+
+
+async def serve(settings: BrokerSettings) -> RequestState:
+    """Run until a stop condition or SIGTERM/SIGINT; the request's final state."""
+    signalled = asyncio.Event()
+    with capture_signals(lambda sig: signalled.set()):
+        async with run_broker(settings) as running:
+            broker = running.broker
+            waits = [asyncio.ensure_future(e.wait()) for e in (signalled, broker.finished)]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+            if signalled.is_set():
+                broker.request_stop(RequestState.DONE, "stopped by a signal")
+        assert broker.final is not None
+        return broker.final[0]

@@ -1,0 +1,111 @@
+"""``podgrid broker serve``: the PoD server of one request, until it stops or SIGTERM.
+
+The broker token comes from ``PODGRID_TOKEN`` (the launcher sets it). The master queue is
+``--masterqueue``, else ``PODGRID_URL``, else ``podMasterQueueURL``; the registry is
+``--registry``, else ``PODGRID_REGISTRY_URL``, else ``podRegistryURL`` (see
+:mod:`broker.settings` for UDP vs HTTP; ``PODGRID_REGISTRY_TOKEN`` enables HTTP publishing).
+Exit codes: 0 the cluster ended normally (done, cancelled, expired, SIGTERM), 1 a runtime
+failure (master queue unreachable at start, request already final, scheduler failure),
+2 bad flags or environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import structlog
+from pydantic import ValidationError
+
+from broker.settings import BrokerSettings
+from config import ConfigError, resolve, setup_logging
+from config.hierarchy import default_ldif
+from masterqueue.launcher import REGISTRY_ENV, TOKEN_ENV, URL_ENV
+from masterqueue.settings import default_state_dir
+
+log = structlog.get_logger("podgrid.broker")
+
+REGISTRY_TOKEN_ENV = "PODGRID_REGISTRY_TOKEN"  # noqa: S105 - a variable name
+
+
+class UsageError(ValueError):
+    """Bad flags or environment: exit code 2."""
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT, e.g. 127.0.0.1:0")
+    return host, int(port)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``broker serve`` to the command tree."""
+    group = sub.add_parser("broker", help="the PoD server (a Dask scheduler) of one request")
+    commands = group.add_subparsers(dest="broker_command", metavar="COMMAND", required=True)
+    serve = commands.add_parser("serve", help="serve one request: scheduler, attach API, publish")
+    serve.add_argument("--request-id", type=int, required=True)
+    serve.add_argument("--masterqueue", default=None, help="master-queue URL")
+    serve.add_argument("--registry", default=None, help="udp://HOST:PORT or http(s)://HOST:PORT")
+    serve.add_argument("--config", default=None, help="ldap://host:port/base URL or .ldif path")
+    serve.add_argument("--http", type=_host_port, default=("127.0.0.1", 0))
+    serve.add_argument("--state-dir", type=Path, default=None)
+    serve.add_argument("--publish-interval", type=float, default=None, help="seconds")
+    serve.add_argument("--attach-timeout", type=float, default=None, help="seconds")
+    serve.add_argument(
+        "--log-format", dest="service_log_format", choices=["json", "console"], default="json"
+    )
+    serve.set_defaults(handler=serve_command)
+
+
+def build_settings(args: argparse.Namespace) -> BrokerSettings:
+    """BrokerSettings from flags and environment; UsageError on bad input."""
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise UsageError(f"the broker token is missing: set {TOKEN_ENV}")
+    url = args.masterqueue or os.environ.get(URL_ENV)
+    if not url:
+        try:
+            url = resolve(args.config or default_ldif()).settings.masterqueue_url
+        except ConfigError as e:
+            raise UsageError(f"--config: {e}") from e
+    try:
+        return BrokerSettings(
+            request_id=args.request_id,
+            masterqueue_url=url,
+            token=token,
+            registry=args.registry or os.environ.get(REGISTRY_ENV) or None,
+            registry_token=os.environ.get(REGISTRY_TOKEN_ENV) or None,
+            config_source=args.config,
+            http_host=args.http[0],
+            http_port=args.http[1],
+            state_dir=args.state_dir or default_state_dir(),
+            publish_interval_s=args.publish_interval,
+            attach_timeout_s=args.attach_timeout,
+        )
+    except ValidationError as e:
+        raise UsageError(str(e)) from e
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """Handler of ``podgrid broker serve``."""
+    from broker.service import BrokerStartError, serve  # imports distributed: only here
+    from masterqueue.client import MasterQueueClientError
+    from masterqueue.states import RequestState
+
+    setup_logging(args.service_log_format, "INFO")
+    try:
+        settings = build_settings(args)
+    except UsageError as e:
+        print(f"podgrid broker serve: {e}", file=sys.stderr)
+        return 2
+    try:
+        final = asyncio.run(serve(settings))
+    except (BrokerStartError, MasterQueueClientError, ConfigError, OSError) as e:
+        log.error("broker.start_failed", request_id=settings.request_id, error=str(e))
+        return 1
+    return 1 if final == RequestState.FAILED else 0
