@@ -30,8 +30,8 @@ from broker.metrics import BrokerMetrics
 from broker.publisher import Publication, open_sink
 from broker.reporter import Reporter
 from broker.settings import TOKEN_NEGATIVE_TTL_S, BrokerSettings
-from broker.signals import capture_signals
 from config import Change, ConfigRefresher, ResolvedConfig, default_ldif
+from config.runtime import capture_signals
 from masterqueue.client import MasterQueueClient
 from masterqueue.states import REQUEST_FINAL, RequestState
 

@@ -23,6 +23,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from config.runtime import write_private_file
+
 Role = Literal["scheduler", "client", "worker"]
 
 CLOCK_SKEW_S = 300  # seconds a certificate is valid before "now", for hosts with skewed clocks
@@ -144,13 +146,6 @@ class ClusterCA:
         return CertPair(cert.public_bytes(serialization.Encoding.PEM).decode(), _key_pem(key))
 
 
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(path, 0o600)
-
-
 class ClusterTLS:
     """Everything TLS of one cluster: the CA, the scheduler's and the owner's certificates."""
 
@@ -169,9 +164,9 @@ class ClusterTLS:
         """Write CA and scheduler material to ``directory`` (created 0700, files 0600)."""
         directory.mkdir(parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
-        _write_private(directory / "ca.pem", self.ca.cert_pem)
-        _write_private(directory / "scheduler.pem", self.scheduler.cert_pem)
-        _write_private(directory / "scheduler.key", self.scheduler.key_pem)
+        write_private_file(directory / "ca.pem", self.ca.cert_pem)
+        write_private_file(directory / "scheduler.pem", self.scheduler.cert_pem)
+        write_private_file(directory / "scheduler.key", self.scheduler.key_pem)
         self.directory = directory
         return directory
 

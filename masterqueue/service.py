@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import structlog
 from aiohttp import web
 from sqlalchemy.engine import make_url
 
 from config.hierarchy import default_ldif, resolve
+from config.runtime import write_private_file
 from masterqueue import keys, views, views_jobs
 from masterqueue.http_errors import error_middleware
 from masterqueue.launcher import Launcher, LocalLauncher
@@ -50,15 +49,6 @@ class LauncherUnavailable(RuntimeError):
     """The configured launcher cannot run here."""
 
 
-def write_secret(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` with mode 0600 from the first byte."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text + "\n")
-    os.chmod(path, 0o600)
-
-
 async def _config(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     registry_url, master_hosts = settings.registry_url, settings.master_hosts
@@ -77,7 +67,7 @@ async def bootstrap_admin(store: Store, settings: MasterQueueSettings) -> str | 
     if await store.has_tokens():
         return None
     token = await store.create_token("admin", ADMIN_TOKEN_NAME)
-    write_secret(settings.admin_token_path, token)
+    write_private_file(settings.admin_token_path, token + "\n")
     log.info("masterqueue.admin_token_created", path=str(settings.admin_token_path))
     return token
 

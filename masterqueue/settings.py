@@ -7,7 +7,6 @@ from the ``ou=Config`` level unless ``registry_url`` is given here.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from config.request import DEFAULT_MAX_WORKERS_CAP
+from config.runtime import default_state_dir
 
 DEFAULT_HTTP_PORT = 8886
 DEFAULT_BROKER_HEARTBEAT_TIMEOUT_S = 30.0
@@ -29,13 +29,6 @@ DB_FILE_NAME = "masterqueue.db"
 DEFAULT_DB_POOL_SIZE = 10  # connections per process (MariaDB may overflow to twice this)
 
 LauncherKind = Literal["local", "ssh", "none"]
-
-
-def default_state_dir() -> Path:
-    """``$XDG_STATE_HOME/podgrid``, else ``~/.local/state/podgrid`` (the user's state dir)."""
-    base = os.environ.get("XDG_STATE_HOME")
-    root = Path(base) if base else Path.home() / ".local" / "state"
-    return root / "podgrid"
 
 
 def default_broker_command() -> list[str]:

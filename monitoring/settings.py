@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from config.runtime import default_state_dir
 
 # Defaults, with their units in the names.
 DEFAULT_HTTP_PORT = 8885
@@ -17,13 +18,6 @@ DEFAULT_MAX_WAIT_S = 60.0
 DEFAULT_MAX_PUBLISH_BYTES = 1024 * 1024
 DEFAULT_MAX_WAITERS = 10_000
 DEFAULT_MAX_METRIC_SERVERS = 500
-
-
-def default_state_dir() -> Path:
-    """``$XDG_STATE_HOME/podgrid``, else ``~/.local/state/podgrid`` (the user's state dir)."""
-    base = os.environ.get("XDG_STATE_HOME")
-    root = Path(base) if base else Path.home() / ".local" / "state"
-    return root / "podgrid"
 
 
 class RegistrySettings(BaseModel):

@@ -23,8 +23,8 @@ from pydantic import ValidationError
 from broker.settings import BrokerSettings
 from config import ConfigError, resolve, setup_logging
 from config.hierarchy import default_ldif
+from config.runtime import default_state_dir
 from masterqueue.launcher import REGISTRY_ENV, TOKEN_ENV, URL_ENV
-from masterqueue.settings import default_state_dir
 
 log = structlog.get_logger("podgrid.broker")
 

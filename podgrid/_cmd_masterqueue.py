@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import shlex
-import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +20,7 @@ from pydantic import ValidationError
 
 from config import setup_logging
 from config.errors import ConfigError
+from config.runtime import capture_signals
 from masterqueue.errors import MasterQueueError
 from masterqueue.service import LauncherUnavailable, run_masterqueue
 from masterqueue.settings import DEFAULT_HTTP_PORT, MasterQueueSettings
@@ -85,23 +83,10 @@ def build_settings(args: argparse.Namespace) -> MasterQueueSettings:
     return MasterQueueSettings(**values)
 
 
-@contextlib.contextmanager
-def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        yield
-    finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-
-
 async def serve(settings: MasterQueueSettings) -> None:
     """Run the master queue until SIGTERM or SIGINT, then stop gracefully."""
     stop = asyncio.Event()
-    with _stop_on_signals(stop):
+    with capture_signals(lambda _sig: stop.set()):
         async with run_masterqueue(settings) as running:
             if running.admin_token is not None:
                 print(f"admin token written to {settings.admin_token_path}", file=sys.stderr)

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import secrets
-import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
 from pydantic import ValidationError
 
 from config import setup_logging
+from config.runtime import capture_signals, write_private_file
 from monitoring.service import run_registry
 from monitoring.settings import DEFAULT_HTTP_PORT, DEFAULT_UDP_PORT, RegistrySettings
 
@@ -77,12 +75,8 @@ def _own_token(state_dir: Path) -> str:
         token = path.read_text(encoding="utf-8").strip()
         if token:
             return token
-    state_dir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(token + "\n")
-    os.chmod(path, 0o600)
+    write_private_file(path, token + "\n")
     log.info("registry.token_created", path=str(path))
     return token
 
@@ -112,23 +106,10 @@ def build_settings(args: argparse.Namespace) -> RegistrySettings:
     return settings.model_copy(update={"publish_tokens": frozenset(tokens)})
 
 
-@contextlib.contextmanager
-def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        yield
-    finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-
-
 async def serve(settings: RegistrySettings) -> None:
     """Run the registry until SIGTERM or SIGINT, then stop gracefully."""
     stop = asyncio.Event()
-    with _stop_on_signals(stop):
+    with capture_signals(lambda _sig: stop.set()):
         async with run_registry(settings):
             await stop.wait()
             log.info("registry.stopping")

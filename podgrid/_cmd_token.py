@@ -19,7 +19,8 @@ from typing import Any
 
 import aiohttp
 
-from masterqueue.settings import DEFAULT_HTTP_PORT, default_state_dir
+from config.runtime import default_state_dir
+from masterqueue.settings import DEFAULT_HTTP_PORT
 
 URL_ENV = "PODGRID_URL"
 TOKEN_ENV = "PODGRID_TOKEN"  # noqa: S105 - a variable name, not a secret

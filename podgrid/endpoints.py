@@ -11,7 +11,7 @@ Each value (the master-queue URL and the token) is looked up on its own, first h
 
 When a value is found nowhere, :class:`EndpointNotFound` names every place that was looked at.
 The state dir is ``$XDG_STATE_HOME/podgrid`` or ``~/.local/state/podgrid``
-(:func:`monitoring.settings.default_state_dir`, shared with the services).
+(:func:`config.runtime.default_state_dir`, shared with the services).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from monitoring.settings import default_state_dir
+from config.runtime import default_state_dir, write_private_file
 
 __all__ = [
     "ENDPOINTS_FILE_NAME",
@@ -87,12 +87,7 @@ class LocalGridEndpoints(BaseModel):
 
     def write(self, path: Path) -> None:
         """Write the file with mode 0600 (it holds tokens), replacing any previous one."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(self.model_dump_json(indent=2))
-        tmp.replace(path)
+        write_private_file(path, self.model_dump_json(indent=2))
 
 
 @dataclass(frozen=True, slots=True)
