@@ -5,6 +5,8 @@ agents exactly once, and launches brokers on master hosts. :class:`Store` is the
 the HTTP layer maps the errors below to status codes (see :mod:`masterqueue.errors`).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from masterqueue.errors import (
     Conflict,
     DatabaseUnavailable,
@@ -15,8 +17,6 @@ from masterqueue.errors import (
     NotOwner,
     StaleLease,
 )
-from masterqueue.hosts import MasterHost
-from masterqueue.migrate import migrate
 from masterqueue.models import (
     Claim,
     JobEvent,
@@ -30,8 +30,30 @@ from masterqueue.models import (
     WorkerInfo,
 )
 from masterqueue.states import JobState, RequestState
-from masterqueue.store import Store
-from masterqueue.sweeps import Swept
+
+if TYPE_CHECKING:
+    from masterqueue.hosts import MasterHost
+    from masterqueue.migrate import migrate
+    from masterqueue.store import Store
+    from masterqueue.sweeps import Swept
+
+# The storage layer pulls in SQLAlchemy and Alembic (~0.6 s); brokers and agents import this
+# package only for the client and the models, so these names load on first use.
+_LAZY = {
+    "MasterHost": "masterqueue.hosts",
+    "migrate": "masterqueue.migrate",
+    "Store": "masterqueue.store",
+    "Swept": "masterqueue.sweeps",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'masterqueue' has no attribute {name!r}")
+
 
 __all__ = [
     "Claim",
