@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from config.request import ServerRequest
-from masterqueue import hosts, jobs, matcher, requests, sweeps, tokens
+from masterqueue import counts, hosts, jobs, matcher, requests, sweeps, tokens
 from masterqueue._rows import (
     job_record,
     job_timeline,
@@ -210,6 +210,10 @@ class Store:
     async def job_events(self, job_id: int) -> list[JobEvent]:
         """The job's history (every state change and the agent involved), oldest first."""
         return await self._db.run(lambda c: job_timeline(c, job_id), write=False)
+
+    async def state_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(requests by state, jobs by state), for the metrics gauges."""
+        return await self._db.run(counts.state_counts, write=False)
 
     async def claim_job(self, slot: SlotDescription, lease_s: float) -> Claim | None:
         """Atomically assign the best job ``slot`` can run (priority, then age); None if none."""

@@ -75,7 +75,6 @@ from config.request_errors import RequestError
 from masterqueue import keys
 from masterqueue.api_models import BrokerReport, TokenCreate
 from masterqueue.auth import ensure_owner, owner_filter, principal, require
-from masterqueue.counts import state_counts
 from masterqueue.edge import (
     body_text,
     idempotency_key,
@@ -259,7 +258,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """``GET /metrics``: Prometheus text, with the by-state gauges refreshed first."""
     app_metrics = request.app[keys.METRICS]
-    app_metrics.set_state_counts(*await state_counts(request.app[keys.STORE]))
+    app_metrics.set_state_counts(*await request.app[keys.STORE].state_counts())
     resp = web.Response(body=generate_latest(app_metrics.registry))
     resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return resp
