@@ -1,7 +1,47 @@
 """The extended job agent (xJA) and the site pilot factory.
 
-An agent runs on a free batch slot, polls the registry for PoD servers that need workers,
-attaches as a Dask worker, or falls back to ordinary batch work so the slot is never wasted.
+An agent runs on a free batch slot: it polls the registry for PoD servers that need workers,
+attaches to one and runs a Dask worker for it, or falls back to batch work from the master
+queue, so the slot is never wasted. The factory keeps N agents alive on a site.
 """
 
-__all__: list[str] = []
+from jobagent.agent import Agent, Tally
+from jobagent.attach import AttachRefused, Grant
+from jobagent.batch import BatchLimits, BatchResult, BatchRunner
+from jobagent.factory import AgentSpec, Backend, LocalBackend, SiteFactory, agent_command
+from jobagent.poller import ServerPoller
+from jobagent.runner import build_agent, run_agent
+from jobagent.servers import Requirements, ServerOffer, fitting, weighted_order
+from jobagent.settings import AgentSettings
+from jobagent.slot import Slot, SlotError, SlotFlags, describe_slot
+from jobagent.status import Accounting, AgentState, StatusReporter
+
+__all__ = [
+    "Accounting",
+    "Agent",
+    "AgentSettings",
+    "AgentSpec",
+    "AgentState",
+    "AttachRefused",
+    "Backend",
+    "BatchLimits",
+    "BatchResult",
+    "BatchRunner",
+    "Grant",
+    "LocalBackend",
+    "Requirements",
+    "ServerOffer",
+    "ServerPoller",
+    "SiteFactory",
+    "Slot",
+    "SlotError",
+    "SlotFlags",
+    "StatusReporter",
+    "Tally",
+    "agent_command",
+    "build_agent",
+    "describe_slot",
+    "fitting",
+    "run_agent",
+    "weighted_order",
+]

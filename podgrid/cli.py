@@ -25,6 +25,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "podgrid._cmd_masterqueue",
     "podgrid._cmd_token",
     "podgrid._cmd_broker",
+    "podgrid._cmd_jobagent",
+    "podgrid._cmd_site",
 )
 
 Handler = Callable[[argparse.Namespace], int]

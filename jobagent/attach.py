@@ -1,0 +1,113 @@
+"""Talking to a broker's attach API (HTTP only: the broker and the agent share no code).
+
+``POST {Address}/v1/attach`` with the slot → a :class:`Grant` (worker name, scheduler address,
+TLS material, nthreads, memory limit, lifetime) or :class:`AttachRefused` (409 ``full`` /
+``closed`` / ``requirements``, 401, or a broker that cannot be reached).
+``POST {Address}/v1/detach`` gives the place back.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Final
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from masterqueue.models import SlotDescription
+
+ATTACH_TIMEOUT_S: Final = 10.0  # seconds for one attach or detach exchange
+PROBE_TIMEOUT_S: Final = 2.0  # seconds for one broker liveness probe
+
+
+class Grant(BaseModel):
+    """What the broker hands an agent to run one Dask worker of its cluster."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: str
+    scheduler_address: str
+    tls_ca: str
+    tls_cert: str
+    tls_key: str
+    nthreads: int
+    memory_limit: str
+    lifetime_s: int
+    request_id: int | None = None
+
+
+class AttachRefused(Exception):
+    """The broker said no (``reason``: full, closed, requirements, unauthorized, unreachable)."""
+
+    def __init__(self, reason: str, message: str, status: int | None = None) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.status = status
+
+
+def base_url(address: str) -> str:
+    """The broker's base URL from its published ``Address``."""
+    address = address.rstrip("/")
+    suffix = "/v1/attach"
+    return address[: -len(suffix)] if address.endswith(suffix) else address
+
+
+def _headers(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def attach(
+    session: aiohttp.ClientSession, address: str, token: str, slot: SlotDescription
+) -> Grant:
+    """Ask for a place in the broker's cluster; :class:`AttachRefused` when there is none."""
+    url = base_url(address) + "/v1/attach"
+    timeout = aiohttp.ClientTimeout(total=ATTACH_TIMEOUT_S)
+    try:
+        async with session.post(
+            url, json=slot.model_dump(mode="json"), headers=_headers(token), timeout=timeout
+        ) as resp:
+            text = await resp.text()
+            status = resp.status
+    except (aiohttp.ClientError, TimeoutError) as e:
+        raise AttachRefused("unreachable", str(e) or type(e).__name__) from e
+    if status == 200:
+        try:
+            return Grant.model_validate_json(text)
+        except ValidationError as e:
+            raise AttachRefused("bad_answer", str(e), status) from e
+    reason = {401: "unauthorized", 409: "conflict"}.get(status, f"http_{status}")
+    message = text[:300]
+    try:
+        body = json.loads(text)
+        if isinstance(body, dict):
+            reason = str(body.get("reason") or reason)
+            message = str(body.get("message") or message)
+    except ValueError:
+        pass
+    raise AttachRefused(reason, message, status)
+
+
+async def detach(
+    session: aiohttp.ClientSession, address: str, token: str, agent_id: str, name: str
+) -> bool:
+    """Give the place back (best effort: False when the broker is gone or does not know it)."""
+    url = base_url(address) + "/v1/detach"
+    timeout = aiohttp.ClientTimeout(total=ATTACH_TIMEOUT_S)
+    try:
+        async with session.post(
+            url, json={"agent_id": agent_id, "name": name}, headers=_headers(token),
+            timeout=timeout,
+        ) as resp:  # fmt: skip
+            return resp.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
+async def alive(session: aiohttp.ClientSession, address: str) -> bool:
+    """Whether the broker still answers ``GET /healthz``."""
+    timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
+    try:
+        async with session.get(base_url(address) + "/healthz", timeout=timeout) as resp:
+            return resp.status < 500
+    except (aiohttp.ClientError, TimeoutError):
+        return False

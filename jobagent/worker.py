@@ -1,0 +1,165 @@
+"""The worker hook: run one ``dask worker`` for a broker's grant, in its own process group.
+
+The worker gets the grant's name, nthreads, memory limit and lifetime, and the TLS material
+(written 0600 into a private directory). It ends when the cluster closes, retires it, its
+lifetime is reached, or the scheduler goes away (a worker without nanny closes itself when
+its scheduler connection breaks; the agent also probes the broker every heartbeat and stops
+the worker after two missed probes). The agent stops it gracefully by asking the broker to
+retire it (Dask moves its data), then SIGTERM, then SIGKILL of the whole group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+import structlog
+
+from jobagent.attach import Grant
+from jobagent.processes import exit_status, stop_group
+
+log = structlog.get_logger("podgrid.jobagent")
+
+REGISTERED_MARK: Final = "Registered to:"
+MISSED_PROBES: Final = 2  # broker probes missed in a row before the worker is stopped
+LOG_CAP_BYTES: Final = 5 * 1024 * 1024
+End = Literal["exited", "stopped", "broker_lost", "start_failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerEnd:
+    """How one worker run ended."""
+
+    reason: End
+    exit_code: int | None
+    registered_after_s: float | None
+
+
+def worker_command(
+    grant: Grant, tls_dir: Path, work_dir: Path, death_timeout_s: float
+) -> list[str]:
+    """The ``dask worker`` argv for a grant (no nanny: the agent is the nanny)."""
+    return [
+        sys.executable, "-m", "distributed.cli.dask_worker", grant.scheduler_address,
+        "--name", grant.name, "--nthreads", str(grant.nthreads),
+        "--memory-limit", grant.memory_limit, "--lifetime", f"{grant.lifetime_s}s",
+        "--no-nanny", "--no-dashboard", "--death-timeout", f"{death_timeout_s}s",
+        "--tls-ca-file", str(tls_dir / "ca.pem"), "--tls-cert", str(tls_dir / "worker.pem"),
+        "--tls-key", str(tls_dir / "worker.key"), "--local-directory", str(work_dir),
+    ]  # fmt: skip
+
+
+def write_tls(grant: Grant, tls_dir: Path) -> None:
+    """The grant's PEM files, private to this user."""
+    tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(tls_dir, 0o700)
+    for name, text in (("ca.pem", grant.tls_ca), ("worker.pem", grant.tls_cert),
+                       ("worker.key", grant.tls_key)):  # fmt: skip
+        fd = os.open(tls_dir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+async def _follow(stream: asyncio.StreamReader, log_path: Path, registered: asyncio.Event) -> None:
+    """Copy the worker's output to its log (capped) and notice its registration line."""
+    written = 0
+    with log_path.open("ab") as out:
+        while line := await stream.readline():
+            if not registered.is_set() and REGISTERED_MARK.encode() in line:
+                registered.set()
+            if written < LOG_CAP_BYTES:
+                out.write(line)
+                out.flush()
+                written += len(line)
+
+
+class WorkerRun:
+    """One ``dask worker`` process for one grant."""
+
+    def __init__(self, grant: Grant, run_dir: Path, *, death_timeout_s: float) -> None:
+        self.grant = grant
+        self.run_dir = run_dir
+        self.death_timeout_s = death_timeout_s
+        self.process: asyncio.subprocess.Process | None = None
+        self.registered = asyncio.Event()
+        self._follower: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Write the credentials and start the worker (its own session/process group)."""
+        tls_dir, work_dir = self.run_dir / "tls", self.run_dir / "work"
+        write_tls(self.grant, tls_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        argv = worker_command(self.grant, tls_dir, work_dir, self.death_timeout_s)
+        self.process = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True, cwd=self.run_dir,
+        )  # fmt: skip
+        assert self.process.stdout is not None
+        self._follower = asyncio.create_task(
+            _follow(self.process.stdout, self.run_dir / "worker.log", self.registered)
+        )
+        log.info("jobagent.worker_started", name=self.grant.name, pid=self.process.pid,
+                 scheduler=self.grant.scheduler_address)  # fmt: skip
+
+    async def supervise(
+        self,
+        stopping: asyncio.Event,
+        probe: Callable[[], Awaitable[bool]],
+        heartbeat_s: float,
+        started_at: float,
+    ) -> WorkerEnd:
+        """Wait for the worker to end, the agent to stop, or the broker to vanish."""
+        assert self.process is not None
+        ended = asyncio.create_task(self.process.wait())
+        stop = asyncio.create_task(stopping.wait())
+        registered_after: float | None = None
+        missed = 0
+        try:
+            while True:
+                done, _ = await asyncio.wait({ended, stop}, timeout=heartbeat_s,
+                                             return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                if registered_after is None and self.registered.is_set():
+                    registered_after = time.monotonic() - started_at
+                if ended in done:
+                    return WorkerEnd("exited", exit_status(ended.result()), registered_after)
+                if stop in done:
+                    return WorkerEnd("stopped", None, registered_after)
+                missed = 0 if await probe() else missed + 1
+                if missed >= MISSED_PROBES:
+                    log.warning("jobagent.broker_lost", name=self.grant.name, missed=missed)
+                    return WorkerEnd("broker_lost", None, registered_after)
+        finally:
+            stop.cancel()
+            if not ended.done():
+                ended.cancel()
+
+    async def wait_registered(self, timeout_s: float) -> bool:
+        """Whether the worker registered with its scheduler within ``timeout_s``."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.registered.wait(), timeout_s)
+        return self.registered.is_set()
+
+    async def stop(self, grace_s: float) -> int | None:
+        """Stop the worker's whole group (SIGTERM, SIGKILL after ``grace_s``); its exit code."""
+        if self.process is None:
+            return None
+        code = await stop_group(self.process, grace_s)
+        if self._follower is not None:
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._follower, 5.0)
+        return exit_status(code)
+
+    async def wait_exit(self, timeout_s: float) -> bool:
+        """Whether the worker exited by itself within ``timeout_s``."""
+        if self.process is None:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.process.wait()), timeout_s)
+        return self.process.returncode is not None

@@ -1,0 +1,122 @@
+"""``podgrid jobagent run``: one extended job agent (xJA) on this batch slot until it ends."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import sys
+import uuid
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from config import default_ldif, setup_logging
+from config.errors import ConfigError
+from config.runtime import default_state_dir
+from jobagent.runner import run_agent
+from jobagent.settings import DEFAULT_GRACE_S, AgentSettings
+from jobagent.slot import SlotError, SlotFlags
+
+TOKEN_ENV = "PODGRID_TOKEN"  # noqa: S105 - a variable name, not a secret
+REGISTRY_TOKEN_ENV = "PODGRID_REGISTRY_TOKEN"  # noqa: S105 - a variable name
+SITE_ENV, CE_ENV = "PODGRID_SITE", "PODGRID_CE"
+DEFAULT_SITE = "Local"
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """``HOST:PORT``; port 0 picks a free port."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT, e.g. 127.0.0.1:0")
+    return host.strip("[]"), int(port)
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 1")
+    return int(text)
+
+
+def seconds(text: str) -> float:
+    """A number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds > 0")
+    return value
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``jobagent run`` to the command tree."""
+    group = sub.add_parser("jobagent", help="the extended job agent (xJA) of a batch slot")
+    commands = group.add_subparsers(dest="jobagent_command", metavar="COMMAND", required=True)
+    run = commands.add_parser(
+        "run", help="poll for PoD servers, attach as a Dask worker, or fall back to batch work"
+    )
+    run.add_argument("--site", default=os.environ.get(SITE_ENV, DEFAULT_SITE))
+    run.add_argument("--ce", default=os.environ.get(CE_ENV))
+    run.add_argument("--slot-ttl", type=seconds, help="seconds left in the slot")
+    run.add_argument("--cores", type=positive_int)
+    run.add_argument("--memory", type=positive_int, help="MB")
+    run.add_argument("--packages", nargs="*", default=None, help="packages the slot offers")
+    run.add_argument("--config", default=None, help="ldap://host:port/base or an .ldif path")
+    run.add_argument("--agent-id", default=None, help="default: <host>-<random>")
+    run.add_argument("--http", type=host_port, default=None, help="serve /metrics and /healthz")
+    run.add_argument("--state-dir", type=Path, default=None)
+    run.add_argument("--registry-url", default=None, help="overrides podRegistryURL")
+    run.add_argument("--masterqueue-url", default=None, help="overrides podMasterQueueURL")
+    run.add_argument("--registry-publish", default=None, help="udp://H:P or http(s)://H:P")
+    run.add_argument(
+        "--config-refresh", type=seconds, default=None, help="overrides podConfigRefresh"
+    )
+    run.add_argument("--grace", type=float, default=DEFAULT_GRACE_S, help="batch job grace (s)")
+    run.add_argument("--heartbeat", type=seconds, default=None, help="broker probe period (s)")
+    run.add_argument("--no-longpoll", action="store_true", help="plain polling every y s")
+    run.add_argument(
+        "--log-format", dest="service_log_format", choices=["json", "console"], default="json"
+    )
+    run.set_defaults(handler=run_command)
+
+
+def settings_from_args(args: argparse.Namespace) -> AgentSettings:
+    """The agent's settings from flags and environment (ValueError/ValidationError if bad)."""
+    token = os.environ.get(TOKEN_ENV)
+    if not token:
+        raise ValueError(f"{TOKEN_ENV} must hold an agent token")
+    agent_id = args.agent_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    state_dir = args.state_dir or default_state_dir() / "agents" / agent_id
+    extra = {"heartbeat_s": args.heartbeat} if args.heartbeat else {}
+    return AgentSettings(
+        agent_id=agent_id, site=args.site, ce=args.ce,
+        config_source=args.config or default_ldif(), token=token, state_dir=state_dir,
+        registry_url=args.registry_url, masterqueue_url=args.masterqueue_url,
+        registry_publish=args.registry_publish,
+        registry_token=os.environ.get(REGISTRY_TOKEN_ENV),
+        config_refresh_s=args.config_refresh,
+        http_host=args.http[0] if args.http else None, http_port=args.http[1] if args.http else 0,
+        grace_s=args.grace, longpoll=False if args.no_longpoll else None, **extra,
+    )  # fmt: skip
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the agent; 0 after a clean exit, 2 for bad flags, 1 when it cannot start."""
+    setup_logging(args.service_log_format, "INFO")
+    try:
+        settings = settings_from_args(args)
+        flags = SlotFlags(args.cores, args.memory, args.slot_ttl, args.packages)
+    except (ValueError, ValidationError) as e:
+        print(f"podgrid: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(run_agent(settings, flags))
+    except SlotError as e:
+        print(f"podgrid: error: {e}", file=sys.stderr)
+        return 2
+    except (ConfigError, ValueError) as e:
+        print(f"podgrid: error: {e}", file=sys.stderr)
+        return 1

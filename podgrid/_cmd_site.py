@@ -1,0 +1,101 @@
+"""``podgrid site run``: the site pilot factory, keeping N job agents alive on this site."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from config import setup_logging
+from config.runtime import default_state_dir
+from jobagent.factory import AgentSpec, LocalBackend, SiteFactory, agent_command
+from jobagent.service import serve_http
+from podgrid._cmd_jobagent import DEFAULT_SITE, host_port, positive_int, seconds
+
+# Flags handed unchanged to every agent (name on the site command → agent flag).
+PASSED: dict[str, str] = {
+    "ce": "--ce", "config": "--config", "slot_ttl": "--slot-ttl", "cores": "--cores",
+    "memory": "--memory", "registry_url": "--registry-url",
+    "masterqueue_url": "--masterqueue-url", "registry_publish": "--registry-publish",
+    "config_refresh": "--config-refresh", "grace": "--grace",
+}  # fmt: skip
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``site run`` to the command tree."""
+    group = sub.add_parser("site", help="the site pilot factory (keep N agents alive)")
+    commands = group.add_subparsers(dest="site_command", metavar="COMMAND", required=True)
+    run = commands.add_parser("run", help="keep N job agents alive, replacing those that exit")
+    run.add_argument("--agents", type=positive_int, required=True)
+    run.add_argument("--backend", choices=["local"], default="local")
+    run.add_argument("--site", default=os.environ.get("PODGRID_SITE", DEFAULT_SITE))
+    run.add_argument("--ce", default=os.environ.get("PODGRID_CE"))
+    run.add_argument("--config", default=None, help="ldap://host:port/base or an .ldif path")
+    run.add_argument("--slot-ttl", type=seconds, default=None)
+    run.add_argument("--cores", type=positive_int, default=None)
+    run.add_argument("--memory", type=positive_int, default=None, help="MB")
+    run.add_argument("--registry-url", default=None)
+    run.add_argument("--masterqueue-url", default=None)
+    run.add_argument("--registry-publish", default=None)
+    run.add_argument("--config-refresh", type=seconds, default=None)
+    run.add_argument("--grace", type=float, default=None, help="batch job grace (s)")
+    run.add_argument("--max-restarts-per-minute", type=positive_int, default=10)
+    run.add_argument("--state-dir", type=Path, default=None)
+    run.add_argument("--http", type=host_port, default=None, help="serve /metrics and /healthz")
+    run.add_argument(
+        "--log-format", dest="service_log_format", choices=["json", "console"], default="json"
+    )
+    run.set_defaults(handler=run_command)
+
+
+def spec_maker(args: argparse.Namespace, state_dir: Path) -> Callable[[int], AgentSpec]:
+    """A function building the n-th agent's :class:`AgentSpec` from the site's flags."""
+    prefix = f"{args.site}-{uuid.uuid4().hex[:6]}"
+
+    def make(n: int) -> AgentSpec:
+        agent_id = f"{prefix}-{n:04d}"
+        agent_dir = state_dir / "agents" / agent_id
+        argv = [*agent_command(), "--site", args.site, "--agent-id", agent_id,
+                "--state-dir", str(agent_dir)]  # fmt: skip
+        for name, flag in PASSED.items():
+            value = getattr(args, name)
+            if value is not None:
+                argv += [flag, str(value)]
+        return AgentSpec(agent_id, argv, dict(os.environ), agent_dir)
+
+    return make
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    state_dir = args.state_dir or default_state_dir() / "site" / args.site
+    factory = SiteFactory(
+        LocalBackend(), agents=args.agents, make_spec=spec_maker(args, state_dir),
+        state_dir=state_dir, max_restarts_per_min=args.max_restarts_per_minute,
+    )  # fmt: skip
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    if args.http is None:
+        totals = await factory.run(stopping)
+    else:
+        status = lambda: {"site": args.site, "running": len(factory.running)}  # noqa: E731
+        async with serve_http(args.http[0], args.http[1], status):
+            totals = await factory.run(stopping)
+    print(json.dumps({"site": args.site, "seconds": totals}))
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the factory until SIGTERM/SIGINT; 0 after all agents were stopped."""
+    setup_logging(args.service_log_format, "INFO")
+    if "PODGRID_TOKEN" not in os.environ:
+        print("podgrid: error: PODGRID_TOKEN must hold an agent token", file=sys.stderr)
+        return 2
+    return asyncio.run(_serve(args))
