@@ -74,8 +74,10 @@ async def measure(mode: str, trials: int, agents: int, tmp: Path) -> list[float]
     await recorder.start()
     try:
         async with running_grid(tmp) as grid:
-            procs = [grid.start_agent(f"{mode}{i}", config, *extra, site=SITE, ce=CE)
-                     for i in range(agents)]  # fmt: skip
+            procs = [
+                grid.start_agent(f"{mode}{i}", config, *extra, site=SITE, ce=CE)
+                for i in range(agents)
+            ]
             await eventually(lambda: all(p.state == "POLLING" for p in procs), 60, "agents up")
             await asyncio.sleep(1.5)
             results = []
@@ -107,11 +109,18 @@ async def worker_startup(repeats: int) -> tuple[list[float], list[float]]:
         for _ in range(repeats):
             started = time.monotonic()
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "distributed.cli.dask_worker", scheduler.address,
-                "--no-nanny", "--no-dashboard", "--nthreads", "1",
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_worker",
+                scheduler.address,
+                "--no-nanny",
+                "--no-dashboard",
+                "--nthreads",
+                "1",
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
-            )  # fmt: skip
+            )
             await until(lambda: bool(scheduler.workers))
             sub.append(time.monotonic() - started)
             proc.terminate()

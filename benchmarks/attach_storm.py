@@ -48,8 +48,15 @@ def request_toml(places: int) -> str:
 
 def slot(agent_id: str) -> dict[str, Any]:
     """A slot that fits every benchmark request."""
-    return {"agent_id": agent_id, "site": "Bench", "host": "127.0.0.1", "cores": 2,
-            "memory_mb": 1024, "ttl_s": 3600, "packages": []}  # fmt: skip
+    return {
+        "agent_id": agent_id,
+        "site": "Bench",
+        "host": "127.0.0.1",
+        "cores": 2,
+        "memory_mb": 1024,
+        "ttl_s": 3600,
+        "packages": [],
+    }
 
 
 def pct(values: list[float], q: float) -> float:
@@ -79,10 +86,23 @@ class Bench:
         host, port = self.registry.udp_addr
         env = {k: v for k, v in os.environ.items() if not k.startswith("PODGRID_")}
         env["PODGRID_TOKEN"] = token
-        argv = [sys.executable, "-m", "podgrid", "broker", "serve", "--request-id",
-                str(record.id), "--masterqueue", self.mq.url, "--registry",
-                f"udp://{host}:{port}", "--state-dir", str(self.tmp / "state"),
-                "--publish-interval", "0.2"]  # fmt: skip
+        argv = [
+            sys.executable,
+            "-m",
+            "podgrid",
+            "broker",
+            "serve",
+            "--request-id",
+            str(record.id),
+            "--masterqueue",
+            self.mq.url,
+            "--registry",
+            f"udp://{host}:{port}",
+            "--state-dir",
+            str(self.tmp / "state"),
+            "--publish-interval",
+            "0.2",
+        ]
         log_path = self.tmp / f"broker-{record.id}.log"
         started = time.monotonic()
         with log_path.open("wb") as log:
@@ -185,8 +205,9 @@ async def main(quick: bool) -> None:
         tmp = Path(tmp_name)
         reg_settings = RegistrySettings(http_port=0, udp_port=0, state_dir=tmp / "reg")
         async with run_registry(reg_settings) as registry:
-            mq_settings = MasterQueueSettings(http_port=0, state_dir=tmp / "mq", launcher="none",
-                                              registry_url=registry.http_url)  # fmt: skip
+            mq_settings = MasterQueueSettings(
+                http_port=0, state_dir=tmp / "mq", launcher="none", registry_url=registry.http_url
+            )
             async with run_masterqueue(mq_settings) as mq:
                 bench = Bench(registry, mq, tmp)
                 await bench.tokens()

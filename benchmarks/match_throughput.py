@@ -57,9 +57,13 @@ class RunResult:
 
 def _slot(i: int) -> SlotDescription:
     return SlotDescription(
-        agent_id=f"bench-{i}", site="CERN", cores=8, memory_mb=16000, ttl_s=86400,
+        agent_id=f"bench-{i}",
+        site="CERN",
+        cores=8,
+        memory_mb=16000,
+        ttl_s=86400,
         packages=("ROOT::v6-32",),
-    )  # fmt: skip
+    )
 
 
 def _specs(n: int) -> list[JobSpec]:
@@ -111,20 +115,37 @@ def mariadb_server() -> Iterator[MariaDB]:
     if external:
         u = sa.engine.make_url(external)
         yield MariaDB(
-            host=u.host or "127.0.0.1", port=u.port or 3306, user=u.username or "root",
-            password=u.password if isinstance(u.password, str) else "", database="",
-        )  # fmt: skip
+            host=u.host or "127.0.0.1",
+            port=u.port or 3306,
+            user=u.username or "root",
+            password=u.password if isinstance(u.password, str) else "",
+            database="",
+        )
         return
     tmp = Path(tempfile.mkdtemp(prefix="podgrid-bench-mariadb-"))
     subprocess.run(
-        ["mariadb-install-db", "--no-defaults", f"--datadir={tmp / 'data'}", "--user=root",
-         "--auth-root-authentication-method=normal", "--skip-test-db"],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+        [
+            "mariadb-install-db",
+            "--no-defaults",
+            f"--datadir={tmp / 'data'}",
+            "--user=root",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     db = MariaDB(
-        host="127.0.0.1", port=free_port(), user="root", password="", database="",
-        datadir=tmp / "data", socket=tmp / "mariadb.sock", _log=tmp / "mariadbd.log",
-    )  # fmt: skip
+        host="127.0.0.1",
+        port=free_port(),
+        user="root",
+        password="",
+        database="",
+        datadir=tmp / "data",
+        socket=tmp / "mariadb.sock",
+        _log=tmp / "mariadbd.log",
+    )
     try:
         db.start()
         yield db

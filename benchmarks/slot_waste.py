@@ -96,8 +96,9 @@ class Tally:
 
 async def publish(pub: HttpPublisher, server: Server) -> None:
     needed = max(0, server.want - server.attached)
-    await pub.send("PoD_Masters", server.id, {"Address": "sim://" + server.id,
-                                              "NeededWorkers": needed})  # fmt: skip
+    await pub.send(
+        "PoD_Masters", server.id, {"Address": "sim://" + server.id, "NeededWorkers": needed}
+    )
 
 
 async def servers_arrive(sim: Sim, pub: HttpPublisher, rng: random.Random, prefix: str) -> None:
@@ -210,8 +211,10 @@ async def fill_queue(grid: Grid, args: argparse.Namespace) -> None:
     """Enough batch work that the queue never runs dry (1.5x what the slots can run)."""
     rng = random.Random(args.seed + 1)
     count = int(args.agents * args.hours * 3600 / (70 * 60) * 1.5) + 10
-    specs = [JobSpec(command=["true"], env={"SIM_S": str(rng.uniform(1200, 7200))},
-                     ttl_s=86400) for _ in range(count)]  # fmt: skip
+    specs = [
+        JobSpec(command=["true"], env={"SIM_S": str(rng.uniform(1200, 7200))}, ttl_s=86400)
+        for _ in range(count)
+    ]
     await grid.mq_app[keys.STORE].submit_jobs("alice", specs)
 
 
@@ -234,10 +237,12 @@ async def main() -> None:
         target = "  (target < 2%)" if policy == "xJA" else ""
         print(f"  {policy:10s} polling without work {waste:6.2%} of held slot time{target}")
         hours = f"held {tally.held / 3600:.0f} slot-h: worker {tally.worker / 3600:.0f} h,"
-        print(f"             {hours}"
-              f" batch {tally.batch / 3600:6.0f} h; pilots exited {sim.pilots_exited};"
-              f" server demand served {served:6.1%} ({len(sim.servers)} servers);"
-              f" {time.monotonic() - started:.0f} s real")  # fmt: skip
+        print(
+            f"             {hours}"
+            f" batch {tally.batch / 3600:6.0f} h; pilots exited {sim.pilots_exited};"
+            f" server demand served {served:6.1%} ({len(sim.servers)} servers);"
+            f" {time.monotonic() - started:.0f} s real"
+        )
 
 
 if __name__ == "__main__":

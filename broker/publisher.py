@@ -1,51 +1,29 @@
 """Publishing the cluster's needs to the registry (cluster ``PoD_Masters``, node = request id).
 
-:func:`open_sink` picks the transport of a :class:`~broker.settings.RegistryTarget`: ApMon
-UDP (fire and forget; a lost datagram is repaired by the next publication) or HTTP
-``POST /publish`` (acknowledged; a failure is logged and counted, never fatal).
+The transport is :func:`monitoring.publish_target.open_publisher`'s: ApMon UDP (fire and
+forget; a lost datagram is repaired by the next publication) or HTTP ``POST /publish``
+(acknowledged; a failure is logged and counted, never fatal).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Protocol
 
 import structlog
 
-from broker.settings import CLUSTER, RegistryTarget
-from monitoring.client import ApMonPublisher, HttpPublisher, RegistryError
+from broker.settings import CLUSTER
+from monitoring.client import Publisher, RegistryError
 
 log = structlog.get_logger("podgrid.broker")
 
 ParamValue = str | int | float
 
 
-class Sink(Protocol):
-    """Something that carries one parameter set to the registry."""
-
-    async def send(
-        self, cluster: str, node: str, params: Mapping[str, ParamValue], time_s: float | None = None
-    ) -> int:
-        """Publish ``params`` for (cluster, node)."""
-        ...
-
-    async def close(self) -> None:
-        """Release the transport."""
-        ...
-
-
-def open_sink(target: RegistryTarget, token: str | None) -> Sink:
-    """The publisher for ``target`` (HTTP needs the registry's publish ``token``)."""
-    if target.transport == "udp":
-        return ApMonPublisher(target.host, target.port)
-    return HttpPublisher(target.url, token or "", attempts=2, deadline_s=5.0)
-
-
 class Publication:
     """The ``PoD_Masters/<request id>`` parameter set and the act of sending it."""
 
-    def __init__(self, sink: Sink, request_id: int, static: Mapping[str, ParamValue]) -> None:
+    def __init__(self, sink: Publisher, request_id: int, static: Mapping[str, ParamValue]) -> None:
         self.sink = sink
         self.node = str(request_id)
         self.static = dict(static)

@@ -27,13 +27,14 @@ from broker import attach, keys
 from broker.agent_auth import AgentTokens, masterqueue_lookup
 from broker.cluster import Broker
 from broker.metrics import BrokerMetrics
-from broker.publisher import Publication, open_sink
+from broker.publisher import Publication
 from broker.reporter import Reporter
 from broker.settings import TOKEN_NEGATIVE_TTL_S, BrokerSettings
 from config import Change, ConfigRefresher, ResolvedConfig, default_ldif
 from config.runtime import capture_signals
 from masterqueue.client import MasterQueueClient
 from masterqueue.states import REQUEST_FINAL, RequestState
+from monitoring.publish_target import open_publisher
 
 log = structlog.get_logger("podgrid.broker")
 
@@ -72,7 +73,7 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         if record.state in REQUEST_FINAL:
             await refresher.stop()
             raise BrokerStartError(f"request {record.id} is already {record.state.value}")
-        sink = open_sink(settings.registry_target(pod.registry_url), settings.registry_token)
+        sink = open_publisher(settings.registry or pod.registry_url, settings.registry_token)
         broker = Broker(
             settings,
             record,

@@ -92,8 +92,13 @@ class ConfigRefresher:
         except ConfigError as e:
             count_error(e)
             raise
-        log.info("config.loaded", source=self.source, site=self.site, ce=self.ce,
-                 missing_levels=list(self._current.missing_levels))  # fmt: skip
+        log.info(
+            "config.loaded",
+            source=self.source,
+            site=self.site,
+            ce=self.ce,
+            missing_levels=list(self._current.missing_levels),
+        )
         self._task = asyncio.create_task(self._run(), name="podgrid-config-refresher")
         self._task.add_done_callback(_log_crash)
         return self._current
@@ -121,8 +126,15 @@ class ConfigRefresher:
             new = await self._load()
         except ConfigValueError as e:
             count_error(e)
-            log.error("config.invalid", source=self.source, dn=e.dn, attribute=e.attribute,
-                      value=str(e.value), expected=e.expected, error=str(e))  # fmt: skip
+            log.error(
+                "config.invalid",
+                source=self.source,
+                dn=e.dn,
+                attribute=e.attribute,
+                value=str(e.value),
+                expected=e.expected,
+                error=str(e),
+            )
             return []
         except ConfigSourceError as e:
             count_error(e)
@@ -136,9 +148,13 @@ class ConfigRefresher:
         changes = diff(self.current, new)
         self._current = new
         if changes:
-            log.info("config.changed", source=self.source,
-                     changes=[{"field": c.field, "old": c.old, "new": c.new, "dn": c.dn}
-                              for c in changes])  # fmt: skip
+            log.info(
+                "config.changed",
+                source=self.source,
+                changes=[
+                    {"field": c.field, "old": c.old, "new": c.new, "dn": c.dn} for c in changes
+                ],
+            )
             await self._notify(new, changes)
         return changes
 

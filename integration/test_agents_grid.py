@@ -33,10 +33,29 @@ ttl = "1h"
 cores = 1
 memory = "512MiB"
 """
-BROKER = [sys.executable, "-m", "podgrid", "broker", "serve", "--publish-interval", "0.5",
-          "--attach-timeout", "20"]  # fmt: skip
-AGENT_FLAGS = ("--slot-ttl", "900", "--cores", "1", "--memory", "2048", "--heartbeat",
-               str(HEARTBEAT_S), "--grace", "2")  # fmt: skip
+BROKER = [
+    sys.executable,
+    "-m",
+    "podgrid",
+    "broker",
+    "serve",
+    "--publish-interval",
+    "0.5",
+    "--attach-timeout",
+    "20",
+]
+AGENT_FLAGS = (
+    "--slot-ttl",
+    "900",
+    "--cores",
+    "1",
+    "--memory",
+    "2048",
+    "--heartbeat",
+    str(HEARTBEAT_S),
+    "--grace",
+    "2",
+)
 
 
 def stamp(event: dict[str, object]) -> float:
@@ -90,10 +109,11 @@ def broker_process(request_id: int) -> psutil.Process:
 def workers_of(agents: list[AgentProcess], request_id: int) -> list[AgentProcess]:
     """The agents whose published state is WORKER on ``request_id``."""
     return [
-        a for a in agents
+        a
+        for a in agents
         if a.status().get("params", {}).get("State") == "WORKER"
         and str(a.status().get("params", {}).get("Server")) == str(request_id)
-    ]  # fmt: skip
+    ]
 
 
 async def test_two_attach_two_fall_back_then_cancel_sends_workers_to_batch(tmp_path: Path) -> None:
@@ -101,8 +121,9 @@ async def test_two_attach_two_fall_back_then_cancel_sends_workers_to_batch(tmp_p
     async with running_grid(tmp_path, launcher="local", broker_command=BROKER) as grid:
         request_id = await start_cluster(grid)
         first_jobs = [await grid.submit_job("sleep", "1") for _ in range(2)]
-        agents = [grid.start_agent(f"ag{i}", config, *AGENT_FLAGS, site=SITE, ce=CE)
-                  for i in range(4)]  # fmt: skip
+        agents = [
+            grid.start_agent(f"ag{i}", config, *AGENT_FLAGS, site=SITE, ce=CE) for i in range(4)
+        ]
 
         await eventually(lambda: len(workers_of(agents, request_id)) == 2, 60, "2 agents WORKER")
         workers = workers_of(agents, request_id)
@@ -142,8 +163,9 @@ async def test_sigkill_of_broker_sends_agents_back_without_orphans(tmp_path: Pat
     config = ldif_with(tmp_path / "c.ldif", SITE, CE, podPollDuration=30, podPollInterval=1)
     async with running_grid(tmp_path, launcher="local", broker_command=BROKER) as grid:
         request_id = await start_cluster(grid)
-        agents = [grid.start_agent(f"k{i}", config, *AGENT_FLAGS, site=SITE, ce=CE)
-                  for i in range(2)]  # fmt: skip
+        agents = [
+            grid.start_agent(f"k{i}", config, *AGENT_FLAGS, site=SITE, ce=CE) for i in range(2)
+        ]
         await eventually(lambda: len(workers_of(agents, request_id)) == 2, 60, "2 agents WORKER")
         await eventually(
             lambda: all(a.events("jobagent.attached") for a in agents), 60, "workers registered"

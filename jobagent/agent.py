@@ -107,9 +107,16 @@ class Agent:
         """The agent's life: loop until stopped, then exit cleanly; the exit code (0)."""
         self.status.start()
         ttl_watch = asyncio.create_task(self._watch_ttl())
-        log.info("jobagent.started", agent_id=self.slot.agent_id, site=self.slot.site,
-                 ce=self.slot.ce, cores=self.slot.cores, memory_mb=self.slot.memory_mb,
-                 ttl_s=int(self.slot.remaining_s()), sources=self.slot.sources)  # fmt: skip
+        log.info(
+            "jobagent.started",
+            agent_id=self.slot.agent_id,
+            site=self.slot.site,
+            ce=self.slot.ce,
+            cores=self.slot.cores,
+            memory_mb=self.slot.memory_mb,
+            ttl_s=int(self.slot.remaining_s()),
+            sources=self.slot.sources,
+        )
         try:
             await self._loop()
         finally:
@@ -177,12 +184,21 @@ class Agent:
             except attach_api.AttachRefused as e:
                 self.tally.refusals += 1
                 self._refused[offer.request_id] = time.monotonic() + self.settings.refused_s
-                log.info("jobagent.attach_refused", server=offer.request_id, reason=e.reason,
-                         status=e.status, error=str(e))  # fmt: skip
+                log.info(
+                    "jobagent.attach_refused",
+                    server=offer.request_id,
+                    reason=e.reason,
+                    status=e.status,
+                    error=str(e),
+                )
                 continue
             self.tally.attaches += 1
-            log.info("jobagent.attach_granted", server=offer.request_id, name=grant.name,
-                     took_s=round(time.monotonic() - started, 4))  # fmt: skip
+            log.info(
+                "jobagent.attach_granted",
+                server=offer.request_id,
+                name=grant.name,
+                took_s=round(time.monotonic() - started, 4),
+            )
             if self.stopping.is_set():
                 await self._detach(offer, grant)  # stopped while asking: give the place back
                 return False
@@ -193,8 +209,11 @@ class Agent:
     async def _run_worker(
         self, offer: ServerOffer, grant: attach_api.Grant, started: float
     ) -> None:
-        run = WorkerRun(grant, self.settings.state_dir / "workers" / _safe(grant.name),
-                        death_timeout_s=float(self.pod.attach_timeout_s))  # fmt: skip
+        run = WorkerRun(
+            grant,
+            self.settings.state_dir / "workers" / _safe(grant.name),
+            death_timeout_s=float(self.pod.attach_timeout_s),
+        )
         try:
             await run.start()
         except OSError as e:
@@ -206,9 +225,11 @@ class Agent:
         self.status.extra["last_worker"] = {"server": offer.request_id, "name": grant.name}
         registered = asyncio.create_task(self._note_registered(run, offer, started))
         end = await run.supervise(
-            self.stopping, lambda: attach_api.alive(self.session, offer.address),
-            self.settings.heartbeat_s, started,
-        )  # fmt: skip
+            self.stopping,
+            lambda: attach_api.alive(self.session, offer.address),
+            self.settings.heartbeat_s,
+            started,
+        )
         registered.cancel()
         if end.reason == "stopped":
             # Graceful: the broker retires the worker, so Dask moves its data first.
@@ -217,20 +238,27 @@ class Agent:
         code = await run.stop(self.settings.grace_s)
         if end.reason == "exited":
             await self._detach(offer, grant)  # frees a reservation that never connected
-        log.info("jobagent.worker_ended", server=offer.request_id, name=grant.name,
-                 reason=end.reason, exit_code=code,
-                 worked_s=round(time.monotonic() - started, 3))  # fmt: skip
+        log.info(
+            "jobagent.worker_ended",
+            server=offer.request_id,
+            name=grant.name,
+            reason=end.reason,
+            exit_code=code,
+            worked_s=round(time.monotonic() - started, 3),
+        )
 
     async def _note_registered(self, run: WorkerRun, offer: ServerOffer, started: float) -> None:
         await run.registered.wait()
         took = time.monotonic() - started
         self.status.extra["last_worker"]["registered_s"] = round(took, 4)
-        log.info("jobagent.attached", server=offer.request_id, name=run.grant.name,
-                 took_s=round(took, 4))  # fmt: skip
+        log.info(
+            "jobagent.attached", server=offer.request_id, name=run.grant.name, took_s=round(took, 4)
+        )
 
     async def _detach(self, offer: ServerOffer, grant: attach_api.Grant) -> None:
-        await attach_api.detach(self.session, offer.address, self.settings.token,
-                                self.slot.agent_id, grant.name)  # fmt: skip
+        await attach_api.detach(
+            self.session, offer.address, self.settings.token, self.slot.agent_id, grant.name
+        )
 
     async def _batch_round(self) -> list[ServerOffer]:
         """Take and run batch jobs while there are some; stop early when a server appears."""
@@ -275,13 +303,18 @@ class Agent:
         self.tally.batch_jobs += 1
         self._enter(AgentState.BATCH, "batch", Server="", JobId=claim.job.id)
         left = self.slot.remaining_s() - self.settings.exit_margin_s - self.settings.grace_s
-        limits = BatchLimits(slot_left_s=max(0.0, left), grace_s=self.settings.grace_s,
-                             output_cap_bytes=self.settings.output_cap_bytes)  # fmt: skip
+        limits = BatchLimits(
+            slot_left_s=max(0.0, left),
+            grace_s=self.settings.grace_s,
+            output_cap_bytes=self.settings.output_cap_bytes,
+        )
         result = await self.batch.run(claim, limits, self.stopping)
         self.status.extra["last_job"] = {
-            "id": result.job_id, "outcome": result.outcome, "exit_code": result.exit_code,
+            "id": result.job_id,
+            "outcome": result.outcome,
+            "exit_code": result.exit_code,
             "state": result.reported_state,
-        }  # fmt: skip
+        }
 
 
 def _safe(name: str) -> str:

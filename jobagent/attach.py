@@ -95,9 +95,11 @@ async def detach(
     timeout = aiohttp.ClientTimeout(total=ATTACH_TIMEOUT_S)
     try:
         async with session.post(
-            url, json={"agent_id": agent_id, "name": name}, headers=_headers(token),
+            url,
+            json={"agent_id": agent_id, "name": name},
+            headers=_headers(token),
             timeout=timeout,
-        ) as resp:  # fmt: skip
+        ) as resp:
             return resp.status == 200
     except (aiohttp.ClientError, TimeoutError):
         return False

@@ -102,18 +102,27 @@ class BatchRunner:
         started = time.monotonic()
         try:
             process = await asyncio.create_subprocess_exec(
-                *job.spec.command, cwd=sandbox, env=job_environment(claim, sandbox, self.agent_id),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, start_new_session=True,
-            )  # fmt: skip
+                *job.spec.command,
+                cwd=sandbox,
+                env=job_environment(claim, sandbox, self.agent_id),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
         except OSError as e:
             (sandbox / "stderr.txt").write_text(
                 f"podgrid: cannot start {job.spec.command[0]!r}: {e}\n"
             )
             log.warning("jobagent.batch_start_failed", job_id=job.id, error=str(e))
             return await self._report(claim, "exited", 127, sandbox, 0)
-        log.info("jobagent.batch_started", job_id=job.id, pid=process.pid, wall_s=round(wall_s, 1),
-                 sandbox=str(sandbox))  # fmt: skip
+        log.info(
+            "jobagent.batch_started",
+            job_id=job.id,
+            pid=process.pid,
+            wall_s=round(wall_s, 1),
+            sandbox=str(sandbox),
+        )
         assert process.stdout is not None
         assert process.stderr is not None
         cap = limits.output_cap_bytes
@@ -130,19 +139,29 @@ class BatchRunner:
         await stop_group(process, limits.grace_s)
         dropped = sum(await copies)
         code = TIMEOUT_EXIT if outcome == "timeout" else exit_status(process.returncode or 0)
-        log.info("jobagent.batch_ended", job_id=job.id, outcome=outcome, exit_code=code,
-                 took_s=round(time.monotonic() - started, 3), dropped_bytes=dropped)  # fmt: skip
+        log.info(
+            "jobagent.batch_ended",
+            job_id=job.id,
+            outcome=outcome,
+            exit_code=code,
+            took_s=round(time.monotonic() - started, 3),
+            dropped_bytes=dropped,
+        )
         return await self._report(claim, outcome, code, sandbox, dropped)
 
     async def _supervise(
-        self, process: asyncio.subprocess.Process, wall_s: float, beat: asyncio.Task[None],
+        self,
+        process: asyncio.subprocess.Process,
+        wall_s: float,
+        beat: asyncio.Task[None],
         stopping: asyncio.Event,
-    ) -> Outcome:  # fmt: skip
+    ) -> Outcome:
         ended = asyncio.create_task(process.wait())
         stop = asyncio.create_task(stopping.wait())
         try:
-            done, _ = await asyncio.wait({ended, stop, beat}, timeout=wall_s,
-                                         return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            done, _ = await asyncio.wait(
+                {ended, stop, beat}, timeout=wall_s, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             stop.cancel()
         if ended in done:

@@ -77,9 +77,13 @@ class LocalBackend:
         out = os.open(spec.state_dir / "agent.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *spec.argv, env=dict(spec.env), stdin=asyncio.subprocess.DEVNULL,
-                stdout=out, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
+                *spec.argv,
+                env=dict(spec.env),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
         finally:
             os.close(out)
         handle = f"local:{proc.pid}"
@@ -186,8 +190,12 @@ class SiteFactory:
             if code is not None:
                 self.running.remove(agent)
                 self.exits.append((agent.spec.agent_id, code))
-                log.info("site.agent_exited", agent_id=agent.spec.agent_id, exit_code=code,
-                         lived_s=round(time.monotonic() - agent.started, 2))  # fmt: skip
+                log.info(
+                    "site.agent_exited",
+                    agent_id=agent.spec.agent_id,
+                    exit_code=code,
+                    lived_s=round(time.monotonic() - agent.started, 2),
+                )
         initial = self._serial == 0
         while len(self.running) < self.agents:
             if not initial:
@@ -204,8 +212,14 @@ class SiteFactory:
         totals = read_accounting(self.started_dirs)
         for activity, value in totals.items():
             SITE_SECONDS.labels(activity=activity).set(value)
-        doc = {"agents": self.agents, "running": len(self.running), "started": self._serial,
-               "exits": self.exits, "throttled": self.throttled, "seconds": totals}  # fmt: skip
+        doc = {
+            "agents": self.agents,
+            "running": len(self.running),
+            "started": self._serial,
+            "exits": self.exits,
+            "throttled": self.throttled,
+            "seconds": totals,
+        }
         tmp = self.state_dir / (SITE_FILE + ".tmp")
         tmp.write_text(json.dumps(doc, indent=1))
         os.replace(tmp, self.state_dir / SITE_FILE)

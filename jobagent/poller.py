@@ -65,9 +65,12 @@ class ServerPoller:
         return self.longpoll
 
     async def snapshot(
-        self, slot: Slot, settings: PodSettings, wait_s: float | None = None,
+        self,
+        slot: Slot,
+        settings: PodSettings,
+        wait_s: float | None = None,
         since_ms: int | None = None,
-    ) -> tuple[list[ServerOffer], int | None]:  # fmt: skip
+    ) -> tuple[list[ServerOffer], int | None]:
         """One round: the fitting servers now (or after a long-poll of ``wait_s``)."""
         self.queries += 1
         needed = await self.client.query(NEEDED_QUERY, wait_s=wait_s, since_ms=since_ms)
@@ -124,13 +127,20 @@ class ServerPoller:
         return []
 
     async def _round(
-        self, slot: Slot, current: PodSettings, wait_s: float | None, since: int | None,
-        left_s: float, interrupt: asyncio.Event,
-    ) -> tuple[list[ServerOffer], int | None]:  # fmt: skip
+        self,
+        slot: Slot,
+        current: PodSettings,
+        wait_s: float | None,
+        since: int | None,
+        left_s: float,
+        interrupt: asyncio.Event,
+    ) -> tuple[list[ServerOffer], int | None]:
         policy = retry_policy(
-            "registry_query", retry_on=RegistryUnavailable, attempts=None,
+            "registry_query",
+            retry_on=RegistryUnavailable,
+            attempts=None,
             deadline_s=max(left_s, 0.0),
-        )  # fmt: skip
+        )
         async for attempt in policy:
             with attempt:
                 return await _unless(self.snapshot(slot, current, wait_s, since), interrupt)

@@ -85,8 +85,13 @@ def _int_env(env: Mapping[str, str], name: str) -> int | None:
 
 def cores_from_env(env: Mapping[str, str]) -> tuple[int, str] | None:
     """Cores granted by the batch system, and the variable it came from."""
-    for name in ("SLURM_CPUS_ON_NODE", "SLURM_CPUS_PER_TASK", "SLURM_JOB_CPUS_PER_NODE",
-                 "NCPUS", "PBS_NUM_PPN"):  # fmt: skip
+    for name in (
+        "SLURM_CPUS_ON_NODE",
+        "SLURM_CPUS_PER_TASK",
+        "SLURM_JOB_CPUS_PER_NODE",
+        "NCPUS",
+        "PBS_NUM_PPN",
+    ):
         value = _int_env(env, name)
         if value:
             return value, name
@@ -162,8 +167,10 @@ def describe_slot(
     ttl_s, sources["ttl_s"] = _ttl_s(flags, env, default_ttl_s)
     packages, sources["packages"] = _packages(flags, env)
     if cores < 1 or memory_mb < 1:
-        raise SlotError(f"the slot needs at least 1 core and 1 MB (cores={cores}, "
-                        f"memory_mb={memory_mb}, from {sources})")  # fmt: skip
+        raise SlotError(
+            f"the slot needs at least 1 core and 1 MB (cores={cores}, "
+            f"memory_mb={memory_mb}, from {sources})"
+        )
     return Slot(
         agent_id=agent_id,
         site=site,

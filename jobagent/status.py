@@ -120,8 +120,9 @@ class StatusReporter:
         """The parameter set published for this agent."""
         seconds = self.accounting.snapshot()
         params: dict[str, str | int | float] = {
-            **self.fields, "RemainingTTL": int(self._remaining_s()),
-        }  # fmt: skip
+            **self.fields,
+            "RemainingTTL": int(self._remaining_s()),
+        }
         for activity, value in seconds.items():
             params[f"Seconds{activity.capitalize()}"] = round(value, 3)
         return params
@@ -161,8 +162,13 @@ class StatusReporter:
 
     def write_file(self, params: dict[str, str | int | float]) -> None:
         """``<state dir>/agent.json``: the status plus whatever :attr:`extra` holds."""
-        doc = {"agent_id": self.agent_id, "pid": os.getpid(), "updated": time.time(),
-               "params": params, **self.extra}  # fmt: skip
+        doc = {
+            "agent_id": self.agent_id,
+            "pid": os.getpid(),
+            "updated": time.time(),
+            "params": params,
+            **self.extra,
+        }
         path = self.state_dir / AGENT_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc, indent=1))

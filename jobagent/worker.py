@@ -47,21 +47,42 @@ def worker_command(
 ) -> list[str]:
     """The ``dask worker`` argv for a grant (no nanny: the agent is the nanny)."""
     return [
-        sys.executable, "-m", "distributed.cli.dask_worker", grant.scheduler_address,
-        "--name", grant.name, "--nthreads", str(grant.nthreads),
-        "--memory-limit", grant.memory_limit, "--lifetime", f"{grant.lifetime_s}s",
-        "--no-nanny", "--no-dashboard", "--death-timeout", f"{death_timeout_s}s",
-        "--tls-ca-file", str(tls_dir / "ca.pem"), "--tls-cert", str(tls_dir / "worker.pem"),
-        "--tls-key", str(tls_dir / "worker.key"), "--local-directory", str(work_dir),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "distributed.cli.dask_worker",
+        grant.scheduler_address,
+        "--name",
+        grant.name,
+        "--nthreads",
+        str(grant.nthreads),
+        "--memory-limit",
+        grant.memory_limit,
+        "--lifetime",
+        f"{grant.lifetime_s}s",
+        "--no-nanny",
+        "--no-dashboard",
+        "--death-timeout",
+        f"{death_timeout_s}s",
+        "--tls-ca-file",
+        str(tls_dir / "ca.pem"),
+        "--tls-cert",
+        str(tls_dir / "worker.pem"),
+        "--tls-key",
+        str(tls_dir / "worker.key"),
+        "--local-directory",
+        str(work_dir),
+    ]
 
 
 def write_tls(grant: Grant, tls_dir: Path) -> None:
     """The grant's PEM files, private to this user."""
     tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(tls_dir, 0o700)
-    for name, text in (("ca.pem", grant.tls_ca), ("worker.pem", grant.tls_cert),
-                       ("worker.key", grant.tls_key)):  # fmt: skip
+    for name, text in (
+        ("ca.pem", grant.tls_ca),
+        ("worker.pem", grant.tls_cert),
+        ("worker.key", grant.tls_key),
+    ):
         fd = os.open(tls_dir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -98,15 +119,23 @@ class WorkerRun:
         work_dir.mkdir(parents=True, exist_ok=True)
         argv = worker_command(self.grant, tls_dir, work_dir, self.death_timeout_s)
         self.process = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, start_new_session=True, cwd=self.run_dir,
-        )  # fmt: skip
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            cwd=self.run_dir,
+        )
         assert self.process.stdout is not None
         self._follower = asyncio.create_task(
             _follow(self.process.stdout, self.run_dir / "worker.log", self.registered)
         )
-        log.info("jobagent.worker_started", name=self.grant.name, pid=self.process.pid,
-                 scheduler=self.grant.scheduler_address)  # fmt: skip
+        log.info(
+            "jobagent.worker_started",
+            name=self.grant.name,
+            pid=self.process.pid,
+            scheduler=self.grant.scheduler_address,
+        )
 
     async def supervise(
         self,
@@ -123,8 +152,9 @@ class WorkerRun:
         missed = 0
         try:
             while True:
-                done, _ = await asyncio.wait({ended, stop}, timeout=heartbeat_s,
-                                             return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+                done, _ = await asyncio.wait(
+                    {ended, stop}, timeout=heartbeat_s, return_when=asyncio.FIRST_COMPLETED
+                )
                 if registered_after is None and self.registered.is_set():
                     registered_after = time.monotonic() - started_at
                 if ended in done:

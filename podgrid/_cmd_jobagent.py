@@ -92,15 +92,23 @@ def settings_from_args(args: argparse.Namespace) -> AgentSettings:
     state_dir = args.state_dir or default_state_dir() / "agents" / agent_id
     extra = {"heartbeat_s": args.heartbeat} if args.heartbeat else {}
     return AgentSettings(
-        agent_id=agent_id, site=args.site, ce=args.ce,
-        config_source=args.config or default_ldif(), token=token, state_dir=state_dir,
-        registry_url=args.registry_url, masterqueue_url=args.masterqueue_url,
+        agent_id=agent_id,
+        site=args.site,
+        ce=args.ce,
+        config_source=args.config or default_ldif(),
+        token=token,
+        state_dir=state_dir,
+        registry_url=args.registry_url,
+        masterqueue_url=args.masterqueue_url,
         registry_publish=args.registry_publish,
         registry_token=os.environ.get(REGISTRY_TOKEN_ENV),
         config_refresh_s=args.config_refresh,
-        http_host=args.http[0] if args.http else None, http_port=args.http[1] if args.http else 0,
-        grace_s=args.grace, longpoll=False if args.no_longpoll else None, **extra,
-    )  # fmt: skip
+        http_host=args.http[0] if args.http else None,
+        http_port=args.http[1] if args.http else 0,
+        grace_s=args.grace,
+        longpoll=False if args.no_longpoll else None,
+        **extra,
+    )
 
 
 def run_command(args: argparse.Namespace) -> int:

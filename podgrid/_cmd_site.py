@@ -6,25 +6,30 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from config import setup_logging
-from config.runtime import default_state_dir
+from config.runtime import capture_signals, default_state_dir
 from jobagent.factory import AgentSpec, LocalBackend, SiteFactory, agent_command
 from jobagent.service import serve_http
 from podgrid._cmd_jobagent import DEFAULT_SITE, host_port, positive_int, seconds
 
 # Flags handed unchanged to every agent (name on the site command → agent flag).
 PASSED: dict[str, str] = {
-    "ce": "--ce", "config": "--config", "slot_ttl": "--slot-ttl", "cores": "--cores",
-    "memory": "--memory", "registry_url": "--registry-url",
-    "masterqueue_url": "--masterqueue-url", "registry_publish": "--registry-publish",
-    "config_refresh": "--config-refresh", "grace": "--grace",
-}  # fmt: skip
+    "ce": "--ce",
+    "config": "--config",
+    "slot_ttl": "--slot-ttl",
+    "cores": "--cores",
+    "memory": "--memory",
+    "registry_url": "--registry-url",
+    "masterqueue_url": "--masterqueue-url",
+    "registry_publish": "--registry-publish",
+    "config_refresh": "--config-refresh",
+    "grace": "--grace",
+}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -61,8 +66,15 @@ def spec_maker(args: argparse.Namespace, state_dir: Path) -> Callable[[int], Age
     def make(n: int) -> AgentSpec:
         agent_id = f"{prefix}-{n:04d}"
         agent_dir = state_dir / "agents" / agent_id
-        argv = [*agent_command(), "--site", args.site, "--agent-id", agent_id,
-                "--state-dir", str(agent_dir)]  # fmt: skip
+        argv = [
+            *agent_command(),
+            "--site",
+            args.site,
+            "--agent-id",
+            agent_id,
+            "--state-dir",
+            str(agent_dir),
+        ]
         for name, flag in PASSED.items():
             value = getattr(args, name)
             if value is not None:
@@ -75,19 +87,20 @@ def spec_maker(args: argparse.Namespace, state_dir: Path) -> Callable[[int], Age
 async def _serve(args: argparse.Namespace) -> int:
     state_dir = args.state_dir or default_state_dir() / "site" / args.site
     factory = SiteFactory(
-        LocalBackend(), agents=args.agents, make_spec=spec_maker(args, state_dir),
-        state_dir=state_dir, max_restarts_per_min=args.max_restarts_per_minute,
-    )  # fmt: skip
+        LocalBackend(),
+        agents=args.agents,
+        make_spec=spec_maker(args, state_dir),
+        state_dir=state_dir,
+        max_restarts_per_min=args.max_restarts_per_minute,
+    )
     stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    if args.http is None:
-        totals = await factory.run(stopping)
-    else:
-        status = lambda: {"site": args.site, "running": len(factory.running)}  # noqa: E731
-        async with serve_http(args.http[0], args.http[1], status):
+    with capture_signals(lambda _sig: stopping.set()):
+        if args.http is None:
             totals = await factory.run(stopping)
+        else:
+            status = lambda: {"site": args.site, "running": len(factory.running)}  # noqa: E731
+            async with serve_http(args.http[0], args.http[1], status):
+                totals = await factory.run(stopping)
     print(json.dumps({"site": args.site, "seconds": totals}))
     return 0
 

@@ -133,12 +133,27 @@ class Grid:
         for key, file in (("tls_ca", "ca.pem"), ("tls_cert", "cert.pem"), ("tls_key", "key.pem")):
             (d / file).write_text(grant[key])
         argv = [
-            sys.executable, "-m", "distributed.cli.dask_worker", grant["scheduler_address"],
-            "--tls-ca-file", str(d / "ca.pem"), "--tls-cert", str(d / "cert.pem"),
-            "--tls-key", str(d / "key.pem"), "--name", grant["name"],
-            "--nthreads", str(grant["nthreads"]), "--memory-limit", grant["memory_limit"],
-            "--lifetime", f"{grant['lifetime_s']}s", "--no-nanny", "--no-dashboard",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_worker",
+            grant["scheduler_address"],
+            "--tls-ca-file",
+            str(d / "ca.pem"),
+            "--tls-cert",
+            str(d / "cert.pem"),
+            "--tls-key",
+            str(d / "key.pem"),
+            "--name",
+            grant["name"],
+            "--nthreads",
+            str(grant["nthreads"]),
+            "--memory-limit",
+            grant["memory_limit"],
+            "--lifetime",
+            f"{grant['lifetime_s']}s",
+            "--no-nanny",
+            "--no-dashboard",
+        ]
         log = (d / "worker.log").open("wb")
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=d)
         log.close()

@@ -18,10 +18,24 @@ async def _serve(grid: Grid, request_id: int, token: str | None) -> asyncio.subp
     if token is not None:
         env["PODGRID_TOKEN"] = token
     argv = [
-        sys.executable, "-m", "podgrid", "broker", "serve", "--request-id", str(request_id),
-        "--masterqueue", grid.mq.url, "--registry", grid.udp, "--http", "127.0.0.1:0",
-        "--state-dir", str(grid.tmp / "state"), "--publish-interval", "0.2",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "podgrid",
+        "broker",
+        "serve",
+        "--request-id",
+        str(request_id),
+        "--masterqueue",
+        grid.mq.url,
+        "--registry",
+        grid.udp,
+        "--http",
+        "127.0.0.1:0",
+        "--state-dir",
+        str(grid.tmp / "state"),
+        "--publish-interval",
+        "0.2",
+    ]
     log = (grid.tmp / f"broker-{request_id}.log").open("wb")
     try:
         return await asyncio.create_subprocess_exec(*argv, env=env, stdout=log, stderr=log)

@@ -226,19 +226,39 @@ def test_load_request_errors(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [(90, 90), (90.0, 90), ("90", 90), ("90s", 90), ("10m", 600), ("4h", 14400),
-     ("1d", 86400), ("1h30m", 5400), ("1h 30m 5s", 5405), ("1.5h", 5400), ("2H", 7200)],
-)  # fmt: skip
+    [
+        (90, 90),
+        (90.0, 90),
+        ("90", 90),
+        ("90s", 90),
+        ("10m", 600),
+        ("4h", 14400),
+        ("1d", 86400),
+        ("1h30m", 5400),
+        ("1h 30m 5s", 5405),
+        ("1.5h", 5400),
+        ("2H", 7200),
+    ],
+)
 def test_durations(value: object, seconds: int) -> None:
     assert parse_duration_s(value) == seconds
 
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("10x", "got '10x'"), ("30m1h", "in the order d, h, m, s"), ("0.5s", "whole number"),
-     (0, "more than 0"), (-5, "more than 0"), (True, "got True"), ("", "got ''"),
-     (float("inf"), "got inf"), ("1m1m", "each once"), (10**12, "at most")],
-)  # fmt: skip
+    [
+        ("10x", "got '10x'"),
+        ("30m1h", "in the order d, h, m, s"),
+        ("0.5s", "whole number"),
+        (0, "more than 0"),
+        (-5, "more than 0"),
+        (True, "got True"),
+        ("", "got ''"),
+        (float("inf"), "got inf"),
+        ("1m1m", "each once"),
+        (10**12, "at most"),
+    ],
+)
 def test_bad_durations(value: object, expected: str) -> None:
     with pytest.raises(UnitError, match="expected") as info:
         parse_duration_s(value)
@@ -247,19 +267,35 @@ def test_bad_durations(value: object, expected: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "mib"),
-    [(2048, 2048), ("2048", 2048), ("2GiB", 2048), ("2gib", 2048), ("1.5G", 1536),
-     ("512MiB", 512), ("512MB", 489), ("1GB", 954), ("1 TiB", 1048576), ("1KiB", 1),
-     ("1048576B", 1)],
-)  # fmt: skip
+    [
+        (2048, 2048),
+        ("2048", 2048),
+        ("2GiB", 2048),
+        ("2gib", 2048),
+        ("1.5G", 1536),
+        ("512MiB", 512),
+        ("512MB", 489),
+        ("1GB", 954),
+        ("1 TiB", 1048576),
+        ("1KiB", 1),
+        ("1048576B", 1),
+    ],
+)
 def test_memory(value: object, mib: int) -> None:
     assert parse_memory_mb(value) == mib
 
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("2 PB", "got '2 PB'"), (0, "more than 0"), (1.5, "must be whole"), (False, "got False"),
-     ("GiB", "got 'GiB'"), ("64TiB", "at most")],
-)  # fmt: skip
+    [
+        ("2 PB", "got '2 PB'"),
+        (0, "more than 0"),
+        (1.5, "must be whole"),
+        (False, "got False"),
+        ("GiB", "got 'GiB'"),
+        ("64TiB", "at most"),
+    ],
+)
 def test_bad_memory(value: object, expected: str) -> None:
     with pytest.raises(UnitError, match="expected") as info:
         parse_memory_mb(value)

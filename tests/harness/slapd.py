@@ -95,10 +95,18 @@ class SlapdServer:
             self.port = self.port or free_port(self.host)
             with open(self.log_file, "ab") as log:
                 self.process = subprocess.Popen(
-                    [SLAPD, "-f", str(self.directory / "slapd.conf"), "-h",
-                     f"ldap://{self.host}:{self.port}/", "-d", "none"],
-                    stdout=log, stderr=subprocess.STDOUT,
-                )  # fmt: skip
+                    [
+                        SLAPD,
+                        "-f",
+                        str(self.directory / "slapd.conf"),
+                        "-h",
+                        f"ldap://{self.host}:{self.port}/",
+                        "-d",
+                        "none",
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
             if self._wait_ready():
                 return
             self.stop()
@@ -159,14 +167,20 @@ def start_slapd(ldif_path: str | None = None) -> Iterator[SlapdServer]:
     try:
         (tmp / "db").mkdir()
         conf = _CONF.format(
-            core=CORE_SCHEMA, schema=schema_file(), dir=tmp, base=BASE_DN,
-            admin=ADMIN_DN, password=ADMIN_PASSWORD,
-        )  # fmt: skip
+            core=CORE_SCHEMA,
+            schema=schema_file(),
+            dir=tmp,
+            base=BASE_DN,
+            admin=ADMIN_DN,
+            password=ADMIN_PASSWORD,
+        )
         (tmp / "slapd.conf").write_text(conf)
         added = subprocess.run(
             [SLAPADD, "-q", "-f", str(tmp / "slapd.conf"), "-l", ldif_path or default_ldif()],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if added.returncode != 0:
             raise RuntimeError(f"slapadd failed ({added.returncode}): {added.stderr}")
         server.start()

@@ -121,11 +121,29 @@ class Grid:
         state_dir = self.tmp / "agents" / name
         state_dir.mkdir(parents=True, exist_ok=True)
         argv = [
-            sys.executable, "-m", "podgrid", "jobagent", "run", "--site", site, "--ce", ce,
-            "--agent-id", name, "--state-dir", str(state_dir), "--config", config,
-            "--registry-url", self.registry_url, "--masterqueue-url", self.mq_url,
-            "--registry-publish", f"udp://{self.udp[0]}:{self.udp[1]}", *extra,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "podgrid",
+            "jobagent",
+            "run",
+            "--site",
+            site,
+            "--ce",
+            ce,
+            "--agent-id",
+            name,
+            "--state-dir",
+            str(state_dir),
+            "--config",
+            config,
+            "--registry-url",
+            self.registry_url,
+            "--masterqueue-url",
+            self.mq_url,
+            "--registry-publish",
+            f"udp://{self.udp[0]}:{self.udp[1]}",
+            *extra,
+        ]
         env = {**os.environ, "PODGRID_TOKEN": self.agent_token}
         env.pop("PODGRID_REGISTRY_TOKEN", None)
         with open(state_dir / "agent.log", "ab") as out:
@@ -145,13 +163,15 @@ class Grid:
         """The job's state in the master queue."""
         return str((await self.user.get_job(job_id)).state)
 
-    async def publish_server(self, request_id: str, address: str, needed: int,
-                             requirements: str = "{}") -> None:  # fmt: skip
+    async def publish_server(
+        self, request_id: str, address: str, needed: int, requirements: str = "{}"
+    ) -> None:
         """Publish a (pretend) server in the registry as a broker would."""
         await self.publisher.send(
-            "PoD_Masters", request_id,
+            "PoD_Masters",
+            request_id,
             {"Address": address, "NeededWorkers": needed, "Requirements": requirements},
-        )  # fmt: skip
+        )
 
 
 async def eventually(
@@ -174,15 +194,21 @@ async def eventually(
 async def running_grid(tmp: Path, *, launcher: str = "none", **mq: Any) -> AsyncIterator[Grid]:
     """Registry + master queue (+ brokers with ``launcher='local'``); agents stopped at exit."""
     reg_settings = RegistrySettings(
-        http_port=0, udp_port=0, state_dir=tmp / "registry",
+        http_port=0,
+        udp_port=0,
+        state_dir=tmp / "registry",
         publish_tokens=frozenset({REGISTRY_TOKEN}),
-    )  # fmt: skip
+    )
     async with run_registry(reg_settings) as reg:
         udp = f"udp://{reg.udp_addr[0]}:{reg.udp_addr[1]}"
         mq_settings = MasterQueueSettings(
-            http_port=0, state_dir=tmp / "mq", launcher=launcher,  # type: ignore[arg-type]
-            registry_url=udp, stop_brokers_on_exit=True, **mq,
-        )  # fmt: skip
+            http_port=0,
+            state_dir=tmp / "mq",
+            launcher=launcher,  # type: ignore[arg-type]
+            registry_url=udp,
+            stop_brokers_on_exit=True,
+            **mq,
+        )
         async with run_masterqueue(mq_settings) as mqs:
             assert mqs.admin_token is not None
             async with (
@@ -193,8 +219,18 @@ async def running_grid(tmp: Path, *, launcher: str = "none", **mq: Any) -> Async
                 agent_token = await admin.create_token("agent", "test-agents")
                 user_token = await admin.create_token("user", "alice")
                 async with MasterQueueClient(mqs.url, user_token) as user:
-                    grid = Grid(tmp, reg.http_url, reg.udp_addr, mqs.url, admin, agent_token,
-                                user, registry, publisher, mqs.app)  # fmt: skip
+                    grid = Grid(
+                        tmp,
+                        reg.http_url,
+                        reg.udp_addr,
+                        mqs.url,
+                        admin,
+                        agent_token,
+                        user,
+                        registry,
+                        publisher,
+                        mqs.app,
+                    )
                     try:
                         yield grid
                     finally:

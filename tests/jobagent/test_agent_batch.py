@@ -55,8 +55,9 @@ async def test_sigterm_during_batch_kills_job_group_after_grace_and_reports(
     )
     async with running_grid(tmp_path) as grid:
         job = await grid.submit_job("python3", "-c", script)
-        agent = grid.start_agent("t1", config, "--slot-ttl", "600", "--grace", "1",
-                                 site=SITE, ce=CE)  # fmt: skip
+        agent = grid.start_agent(
+            "t1", config, "--slot-ttl", "600", "--grace", "1", site=SITE, ce=CE
+        )
         await eventually(lambda: agent.state == "BATCH", 20, "the agent in BATCH")
         sandbox = next((agent.state_dir / "sandboxes").glob(f"job-{job}-*"))
         out = sandbox / "stdout.txt"
@@ -91,8 +92,9 @@ async def test_fallback_exit_ends_the_agent_after_x(tmp_path: Path) -> None:
 async def test_agent_publishes_state_and_serves_metrics(tmp_path: Path) -> None:
     config = ldif_with(tmp_path / "c.ldif", SITE, CE, podPollDuration=1, podPublishInterval=1)
     async with running_grid(tmp_path) as grid:
-        agent = grid.start_agent("m1", config, "--slot-ttl", "600", "--http", "127.0.0.1:0",
-                                 site=SITE, ce=CE)  # fmt: skip
+        agent = grid.start_agent(
+            "m1", config, "--slot-ttl", "600", "--http", "127.0.0.1:0", site=SITE, ce=CE
+        )
 
         async def published() -> bool:
             rows = await grid.registry.query(f"*/PoD_Agents_{SITE}/m1/State|RemainingTTL")

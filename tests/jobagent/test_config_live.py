@@ -29,9 +29,15 @@ async def test_ldapmodify_of_poll_duration_applies_within_one_refresh(
     async with running_grid(tmp_path) as grid:
         job = await grid.submit_job("true")
         agent = grid.start_agent(
-            "live", slapd.url, "--config-refresh", str(REFRESH_S), "--slot-ttl", "600",
-            site=ldap_site.site, ce=ldap_site.ce,
-        )  # fmt: skip
+            "live",
+            slapd.url,
+            "--config-refresh",
+            str(REFRESH_S),
+            "--slot-ttl",
+            "600",
+            site=ldap_site.site,
+            ce=ldap_site.ce,
+        )
         await eventually(lambda: agent.state == "POLLING", 30, "the agent polling")
         await eventually(lambda: bool(agent.events("jobagent.registry_mode")), 10, "first window")
         await asyncio.sleep(1.5)

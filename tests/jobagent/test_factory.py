@@ -20,8 +20,14 @@ async def test_exiting_agents_are_replaced_within_the_restart_bound(tmp_path: Pa
         argv = [sys.executable, "-c", "import sys; sys.exit(3)"]
         return AgentSpec(f"crash-{n}", argv, dict(os.environ), tmp_path / "agents" / str(n))
 
-    factory = SiteFactory(LocalBackend(), agents=2, make_spec=make, state_dir=tmp_path,
-                          max_restarts_per_min=3, poll_s=0.05)  # fmt: skip
+    factory = SiteFactory(
+        LocalBackend(),
+        agents=2,
+        make_spec=make,
+        state_dir=tmp_path,
+        max_restarts_per_min=3,
+        poll_s=0.05,
+    )
     stopping = asyncio.Event()
     task = asyncio.create_task(factory.run(stopping))
     await eventually(lambda: factory.throttled > 0 and len(factory.exits) >= 5, 20, "throttling")
@@ -46,14 +52,37 @@ async def test_factory_keeps_real_agents_alive_and_sums_their_time(tmp_path: Pat
             agent_dir = tmp_path / "site" / f"a{n}"
             # The first agent's slot ends after 8 s: it leaves and must be replaced.
             ttl = "8" if n == 1 else "600"
-            argv = [*agent_command(), "--site", site, "--ce", ce, "--agent-id", f"a{n}",
-                    "--state-dir", str(agent_dir), "--config", config, "--slot-ttl", ttl,
-                    "--registry-url", grid.registry_url, "--masterqueue-url", grid.mq_url,
-                    "--registry-publish", f"udp://{grid.udp[0]}:{grid.udp[1]}"]  # fmt: skip
+            argv = [
+                *agent_command(),
+                "--site",
+                site,
+                "--ce",
+                ce,
+                "--agent-id",
+                f"a{n}",
+                "--state-dir",
+                str(agent_dir),
+                "--config",
+                config,
+                "--slot-ttl",
+                ttl,
+                "--registry-url",
+                grid.registry_url,
+                "--masterqueue-url",
+                grid.mq_url,
+                "--registry-publish",
+                f"udp://{grid.udp[0]}:{grid.udp[1]}",
+            ]
             return AgentSpec(f"a{n}", argv, env, agent_dir)
 
-        factory = SiteFactory(LocalBackend(), agents=2, make_spec=make,
-                              state_dir=tmp_path / "site", poll_s=0.2, grace_s=10)  # fmt: skip
+        factory = SiteFactory(
+            LocalBackend(),
+            agents=2,
+            make_spec=make,
+            state_dir=tmp_path / "site",
+            poll_s=0.2,
+            grace_s=10,
+        )
         stopping = asyncio.Event()
         task = asyncio.create_task(factory.run(stopping))
         await eventually(lambda: len(factory.exits) >= 1, 40, "the short slot's agent exit")

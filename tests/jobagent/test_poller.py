@@ -20,14 +20,21 @@ from monitoring.settings import RegistrySettings
 from tests.harness.ports import free_port
 
 TOKEN = "poller-test-token-0123456789"
-SLOT = describe_slot(SlotFlags(cores=1, memory_mb=1024, ttl_s=600), agent_id="p", site="S",
-                     ce="c", default_ttl_s=600, env={})  # fmt: skip
+SLOT = describe_slot(
+    SlotFlags(cores=1, memory_mb=1024, ttl_s=600),
+    agent_id="p",
+    site="S",
+    ce="c",
+    default_ttl_s=600,
+    env={},
+)
 
 
 @pytest.fixture
 async def registry(tmp_path: object) -> AsyncIterator[str]:
-    settings = RegistrySettings(http_port=0, udp_port=0, publish_tokens=frozenset({TOKEN}),
-                                state_dir=tmp_path)  # type: ignore[arg-type]  # fmt: skip
+    settings = RegistrySettings(
+        http_port=0, udp_port=0, publish_tokens=frozenset({TOKEN}), state_dir=tmp_path
+    )  # type: ignore[arg-type]
     async with run_registry(settings) as reg:
         yield reg.http_url
 

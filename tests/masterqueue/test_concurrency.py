@@ -47,18 +47,28 @@ async def test_32_agents_drain_2000_jobs_each_done_exactly_once(db_url: str) -> 
             *(_agent(stores[i % engines], f"agent-{i}") for i in range(AGENTS))
         )
         async with stores[0].engine.connect() as conn:
-            by_state = dict((await conn.execute(
-                sa.select(jobs.c.state, sa.func.count()).group_by(jobs.c.state)
-            )).all())  # fmt: skip
-            events = dict((await conn.execute(
-                sa.select(job_events.c.state, sa.func.count()).group_by(job_events.c.state)
-            )).all())  # fmt: skip
-            doubles = (await conn.execute(
-                sa.select(job_events.c.job_id)
-                .where(job_events.c.state.in_([J.ASSIGNED.value, J.DONE.value]))
-                .group_by(job_events.c.job_id, job_events.c.state)
-                .having(sa.func.count() > 1)
-            )).all()  # fmt: skip
+            by_state = dict(
+                (
+                    await conn.execute(
+                        sa.select(jobs.c.state, sa.func.count()).group_by(jobs.c.state)
+                    )
+                ).all()
+            )
+            events = dict(
+                (
+                    await conn.execute(
+                        sa.select(job_events.c.state, sa.func.count()).group_by(job_events.c.state)
+                    )
+                ).all()
+            )
+            doubles = (
+                await conn.execute(
+                    sa.select(job_events.c.job_id)
+                    .where(job_events.c.state.in_([J.ASSIGNED.value, J.DONE.value]))
+                    .group_by(job_events.c.job_id, job_events.c.state)
+                    .having(sa.func.count() > 1)
+                )
+            ).all()
     finally:
         for s in stores:
             await s.close()
@@ -86,14 +96,22 @@ async def test_sweeps_from_two_stores_never_double_transition(db_url: str) -> No
             *(s.expire_requests(later, 3600) for s in (a, b, a, b)),
         )
         async with a.engine.connect() as conn:
-            requeued = (await conn.execute(
-                sa.select(sa.func.count()).select_from(job_events)
-                .where(job_events.c.state == J.WAITING.value, job_events.c.reason != "submitted")
-            )).scalar_one()  # fmt: skip
-            expired = (await conn.execute(
-                sa.select(sa.func.count()).select_from(request_events)
-                .where(request_events.c.state == S.EXPIRED.value)
-            )).scalar_one()  # fmt: skip
+            requeued = (
+                await conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(job_events)
+                    .where(
+                        job_events.c.state == J.WAITING.value, job_events.c.reason != "submitted"
+                    )
+                )
+            ).scalar_one()
+            expired = (
+                await conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(request_events)
+                    .where(request_events.c.state == S.EXPIRED.value)
+                )
+            ).scalar_one()
     finally:
         await a.close()
         await b.close()

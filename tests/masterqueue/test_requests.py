@@ -34,8 +34,15 @@ async def test_full_lifecycle_is_recorded_in_the_timeline(store: Store) -> None:
         assert rec.state == state
     events = await store.request_events(rec.id)
     assert [e.state for e in events] == [
-        S.WAITING, S.STARTING, S.PUBLISHING, S.READY, S.FULL, S.READY, S.FULL, S.DONE,
-    ]  # fmt: skip
+        S.WAITING,
+        S.STARTING,
+        S.PUBLISHING,
+        S.READY,
+        S.FULL,
+        S.READY,
+        S.FULL,
+        S.DONE,
+    ]
     assert [e.at for e in events] == sorted(e.at for e in events)
     assert events[-1].reason == "to DONE"
 

@@ -65,9 +65,17 @@ def test_serve_ingests_answers_and_exits_0_on_sigterm(
     tmp_path: Path, procs: list[subprocess.Popen[str]]
 ) -> None:
     proc = start(
-        ["--http", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--farm", "site1",
-         "--state-dir", str(tmp_path)]
-    )  # fmt: skip
+        [
+            "--http",
+            "127.0.0.1:0",
+            "--udp",
+            "127.0.0.1:0",
+            "--farm",
+            "site1",
+            "--state-dir",
+            str(tmp_path),
+        ]
+    )
     procs.append(proc)
     event, seen = wait_started(proc)
     http_url = str(event["http_url"])
@@ -106,10 +114,18 @@ def test_token_from_environment_and_file_no_token_file_written(
     tokens.write_text("file-token\n\n")
     state = tmp_path / "state"
     proc = start(
-        ["--http", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--state-dir", str(state),
-         "--token-file", str(tokens)],
+        [
+            "--http",
+            "127.0.0.1:0",
+            "--udp",
+            "127.0.0.1:0",
+            "--state-dir",
+            str(state),
+            "--token-file",
+            str(tokens),
+        ],
         env={"PODGRID_REGISTRY_TOKEN": "env-token"},
-    )  # fmt: skip
+    )
     procs.append(proc)
     event, _ = wait_started(proc)
     for token in ("file-token", "env-token"):
@@ -136,10 +152,24 @@ def test_token_from_environment_and_file_no_token_file_written(
 )
 def test_bad_flags_exit_2_with_a_message(tmp_path: Path, args: list[str], message: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "podgrid", "monitoring", "serve", "--state-dir", str(tmp_path),
-         "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0", *args],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "podgrid",
+            "monitoring",
+            "serve",
+            "--state-dir",
+            str(tmp_path),
+            "--http",
+            "127.0.0.1:0",
+            "--udp",
+            "127.0.0.1:0",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 2
     assert message in result.stderr
 

@@ -21,8 +21,12 @@ def test_last_value_query_with_alternatives() -> None:
     assert q.param is not None
     assert q.param.literals == {"Address", "NeededWorkers"}
     assert (q.tmin_ms, q.tmax_ms, q.condition, q.fmt, q.wait_s) == (
-        None, None, None, "text/plain", None
-    )  # fmt: skip
+        None,
+        None,
+        None,
+        "text/plain",
+        None,
+    )
     assert q.window_ms(10_000) is None
 
 
@@ -46,8 +50,13 @@ def test_condition_is_inclusive_and_never_matches_strings() -> None:
     c = parse("f/c/n/x/1:3").condition
     assert c is not None
     assert [c.accepts(v) for v in (0, 1, 2.5, 3, 3.01, "2")] == [
-        False, True, True, True, False, False
-    ]  # fmt: skip
+        False,
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
 
 
 def test_query_without_parameter_lists_names() -> None:

@@ -83,12 +83,24 @@ async def test_done_when_datagram_is_visible_in_all_three_formats(
         body = await resp.json()
     assert body == {
         "results": [
-            {"farm": "testfarm", "cluster": "PoD_Masters", "node": "42",
-             "parameter": "Address", "value": "http://127.0.0.1:9000", "timestamp": stamp},
-            {"farm": "testfarm", "cluster": "PoD_Masters", "node": "42",
-             "parameter": "NeededWorkers", "value": 3, "timestamp": stamp},
+            {
+                "farm": "testfarm",
+                "cluster": "PoD_Masters",
+                "node": "42",
+                "parameter": "Address",
+                "value": "http://127.0.0.1:9000",
+                "timestamp": stamp,
+            },
+            {
+                "farm": "testfarm",
+                "cluster": "PoD_Masters",
+                "node": "42",
+                "parameter": "NeededWorkers",
+                "value": 3,
+                "timestamp": stamp,
+            },
         ]
-    }  # fmt: skip
+    }
     assert now_ms - 60_000 <= stamp <= now_ms
     status, text = await get(http, url + "?Accept=text/csv", "application/json")
     assert text.startswith("#Farm|")
@@ -124,9 +136,13 @@ async def test_publish_stores_values_for_the_own_farm(
 ) -> None:
     batch = [
         {"cluster": "PoD_MasterQueue", "node": "batch", "params": {"WaitingJobs": 12}},
-        {"cluster": "PoD_Masters", "node": "r1", "params": {"Load": 0.5, "State": "READY"},
-         "time_ms": 1_700_000_000_000},
-    ]  # fmt: skip
+        {
+            "cluster": "PoD_Masters",
+            "node": "r1",
+            "params": {"Load": 0.5, "State": "READY"},
+            "time_ms": 1_700_000_000_000,
+        },
+    ]
     auth = {"Authorization": f"Bearer {TOKEN}"}
     async with http.post(registry.http_url + "/publish", json=batch, headers=auth) as resp:
         assert (resp.status, await resp.json()) == (200, {"accepted": 3})
@@ -170,17 +186,23 @@ async def test_publish_without_the_right_token_is_401(
         (b'{"cluster":"c","node":"n","params":{"x":[1]}}', [0, "params", "x"], "finite number"),
         (b'{"cluster":"c","node":"n","params":{"x":"a\\nb"}}', [0, "params", "x"], "one line"),
         (b'{"cluster":"c","node":"n","params":{"x":1e999}}', [0, "params", "x"], "finite"),
-        (b'{"cluster":"c","node":"n","params":{"x":99999999999999999999}}', [0, "params", "x"],
-         "64 bits"),
+        (
+            b'{"cluster":"c","node":"n","params":{"x":99999999999999999999}}',
+            [0, "params", "x"],
+            "64 bits",
+        ),
         (b'{"cluster":"c","node":"n","params":{},"time_ms":"now"}', [0, "time_ms"], "integer"),
-        (b'{"cluster":"c","node":"n","params":{},"time_ms":9999999999999999}', [0, "time_ms"],
-         "future"),
+        (
+            b'{"cluster":"c","node":"n","params":{},"time_ms":9999999999999999}',
+            [0, "time_ms"],
+            "future",
+        ),
         (b'{"cluster":"c","node":"n","params":{},"extra":1}', [0, "extra"], "not permitted"),
         (b'[{"cluster":"c","node":"n","params":{}}, 5]', [1], "valid dictionary"),
         (b'"just a string"', [], "valid list"),
         (b"[" * 100_00 + b"]" * 100_00, None, "not valid JSON"),
     ],
-)  # fmt: skip
+)
 async def test_bad_publish_bodies_get_400_naming_the_field(
     registry: RunningRegistry,
     http: aiohttp.ClientSession,
@@ -295,8 +317,12 @@ async def test_healthz_reports_farm_series_and_longpoll(
     await until_received(registry.app, 1)
     async with http.get(registry.http_url + "/healthz") as resp:
         assert await resp.json() == {
-            "status": "ok", "farm": "testfarm", "series": 2, "longpoll": True, "max_wait_s": 60.0
-        }  # fmt: skip
+            "status": "ok",
+            "farm": "testfarm",
+            "series": 2,
+            "longpoll": True,
+            "max_wait_s": 60.0,
+        }
 
 
 async def test_dashboard_page_and_static_files_are_served(

@@ -15,10 +15,14 @@ from tests.monitoring.xdr_encoder import FLOAT32, INT32, STRING, encode
 
 VALID = [
     encode("PoD_Masters", "42", {"Address": "http://127.0.0.1:9000", "NeededWorkers": 3}),
-    encode("PoD_Agents_CERN", "a1", [("State", STRING, "POLLING"), ("TTL", INT32, 3600)],
-           time_s=1_700_000_000),
+    encode(
+        "PoD_Agents_CERN",
+        "a1",
+        [("State", STRING, "POLLING"), ("TTL", INT32, 3600)],
+        time_s=1_700_000_000,
+    ),
     encode("c", "n", [("x", FLOAT32, 1.5)], password="pw"),
-]  # fmt: skip
+]
 KNOWN_REASONS = {*REASONS, "replay", "bad_password"}
 
 

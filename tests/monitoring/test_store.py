@@ -60,8 +60,12 @@ def test_history_ring_is_bounded_and_ordered_with_types_kept() -> None:
     # a string arriving switches the ring's storage without losing what it held
     store.put("f", "c", "n", [("x", "DONE")], time_ms=200)
     assert list(series.history.points()) == [
-        (108, 8.5), (109, 9), (110, 10.5), (111, 11), (200, "DONE")
-    ]  # fmt: skip
+        (108, 8.5),
+        (109, 9),
+        (110, 10.5),
+        (111, 11),
+        (200, "DONE"),
+    ]
     store.put("f", "c", "n", [("x", 2**60)], time_ms=201)
     assert list(series.history.points())[-1] == (201, 2**60)
 
