@@ -7,6 +7,8 @@ request is live turns the request FAILED (exit status and log tail as the reason
 request became final (cancelled, expired, heartbeat lost → FAILED by the sweep) gets
 ``broker_stop_grace_s`` to stop by itself, then SIGTERM, then SIGKILL of its process group.
 :class:`SweepLoop` runs the store's sweeps, each safe in several processes at once.
+:class:`QueueDepthPublisher` tells the registry how deep the batch queue is (cluster
+``PoD_MasterQueue``, node ``batch``), for dashboards and operators.
 """
 
 from __future__ import annotations
@@ -23,14 +25,17 @@ from masterqueue.errors import IllegalTransition, MasterQueueError, NotFound
 from masterqueue.launcher import REGISTRY_ENV, URL_ENV, Launcher, LaunchHandle, stop
 from masterqueue.metrics import MasterQueueMetrics
 from masterqueue.models import RequestRecord
-from masterqueue.states import REQUEST_FINAL, RequestState
+from masterqueue.states import JOB_LEASED, REQUEST_FINAL, JobState, RequestState
 from masterqueue.store import Store
+from monitoring.client import Publisher
 
 log = structlog.get_logger("podgrid.masterqueue")
 
 LAUNCH_BATCH = 50  # WAITING requests looked at per tick
 KILL_AFTER_TERM_S = 5.0  # seconds between SIGTERM and SIGKILL of a broker's group
 PURGE_EVERY_S = 60.0  # seconds between retention purges
+QUEUE_CLUSTER = "PoD_MasterQueue"  # registry cluster of the master queue's own figures
+QUEUE_NODE = "batch"
 
 
 async def run_every(
@@ -223,3 +228,25 @@ class SweepLoop:
         self.metrics.sweeps.labels(kind=kind).inc()
         if n:
             self.metrics.swept.labels(kind=kind).inc(n)
+
+
+class QueueDepthPublisher:
+    """Publishes ``PoD_MasterQueue/batch``: WaitingJobs, RunningJobs, ActiveRequests."""
+
+    def __init__(self, store: Store, publisher: Publisher) -> None:
+        self.store = store
+        self.publisher = publisher
+
+    async def tick(self) -> None:
+        """Count once and send; a lost datagram is repaired by the next tick."""
+        requests_by_state, jobs_by_state = await self.store.state_counts()
+        params = {
+            "WaitingJobs": jobs_by_state.get(JobState.WAITING.value, 0),
+            "RunningJobs": sum(jobs_by_state.get(s.value, 0) for s in JOB_LEASED),
+            "ActiveRequests": sum(
+                n
+                for state, n in requests_by_state.items()
+                if RequestState(state) not in REQUEST_FINAL
+            ),
+        }
+        await self.publisher.send(QUEUE_CLUSTER, QUEUE_NODE, params)

@@ -28,11 +28,12 @@ from masterqueue import keys, views, views_jobs
 from masterqueue.http_errors import error_middleware
 from masterqueue.launcher import Launcher, LocalLauncher
 from masterqueue.launcher_ssh import SshLauncher
-from masterqueue.loops import LaunchLoop, SweepLoop, run_every
+from masterqueue.loops import LaunchLoop, QueueDepthPublisher, SweepLoop, run_every
 from masterqueue.metrics import MasterQueueMetrics
 from masterqueue.settings import MasterQueueSettings
 from masterqueue.store import Store
 from masterqueue.token_cache import TokenCache
+from monitoring.publish_target import open_publisher
 
 log = structlog.get_logger("podgrid.masterqueue")
 
@@ -131,6 +132,16 @@ async def _loops(app: web.Application) -> AsyncIterator[None]:
             run_every("sweep", sweep.tick, settings.sweep_interval_s, metrics), name="mq-sweep"
         )
     )
+    publisher = open_publisher(
+        settings.registry_publish or app[_REGISTRY_URL], settings.registry_token
+    )
+    depth = QueueDepthPublisher(store, publisher)
+    tasks.append(
+        asyncio.create_task(
+            run_every("queue_depth", depth.tick, settings.queue_publish_interval_s, metrics),
+            name="mq-queue-depth",
+        )
+    )
     launcher = make_launcher(settings, app[_MASTER_HOSTS])
     launch: LaunchLoop | None = None
     if launcher is not None:
@@ -159,6 +170,7 @@ async def _loops(app: web.Application) -> AsyncIterator[None]:
             await launch.stop_all()
         if launcher is not None:
             await launcher.close()
+        await publisher.close()
 
 
 def create_app(settings: MasterQueueSettings, store: Store | None = None) -> web.Application:

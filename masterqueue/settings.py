@@ -22,6 +22,7 @@ DEFAULT_LEASE_S = 60.0
 DEFAULT_SWEEP_INTERVAL_S = 2.0
 DEFAULT_RETENTION_S = 7 * 86400.0  # finished records are kept a week
 DEFAULT_LAUNCHER_INTERVAL_S = 0.5
+DEFAULT_QUEUE_PUBLISH_INTERVAL_S = 5.0  # batch queue depth to the registry, for dashboards
 DEFAULT_BROKER_STOP_GRACE_S = 10.0  # a cancelled broker gets this long to stop by itself
 DEFAULT_TOKEN_CACHE_TTL_S = 10.0
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -48,6 +49,11 @@ class MasterQueueSettings(BaseModel):
     db_pool_size: int = Field(DEFAULT_DB_POOL_SIZE, ge=1, le=500)
     config_source: str | None = Field(None, description="LDIF path or ldap:// URL")
     registry_url: str | None = Field(None, description="overrides podRegistryURL")
+    registry_publish: str | None = Field(
+        None, description="udp://H:P or http(s)://; default: registry_url (publish_target rule)"
+    )
+    registry_token: str | None = Field(None, repr=False, description="for HTTP publish")
+    queue_publish_interval_s: float = Field(DEFAULT_QUEUE_PUBLISH_INTERVAL_S, gt=0)
     public_url: str | None = Field(None, description="URL brokers use; default: bound address")
     launcher: LauncherKind = "local"
     master_host: str | None = Field(None, description="local launcher: the host recorded")
