@@ -135,13 +135,10 @@ async def _loops(app: web.Application) -> AsyncIterator[None]:
     publisher = open_publisher(
         settings.registry_publish or app[_REGISTRY_URL], settings.registry_token
     )
-    depth = QueueDepthPublisher(store, publisher)
-    tasks.append(
-        asyncio.create_task(
-            run_every("queue_depth", depth.tick, settings.queue_publish_interval_s, metrics),
-            name="mq-queue-depth",
-        )
-    )
+    if settings.queue_publish_interval_s is not None:
+        depth = QueueDepthPublisher(store, publisher)
+        tick = run_every("queue_depth", depth.tick, settings.queue_publish_interval_s, metrics)
+        tasks.append(asyncio.create_task(tick, name="mq-queue-depth"))
     launcher = make_launcher(settings, app[_MASTER_HOSTS])
     launch: LaunchLoop | None = None
     if launcher is not None:

@@ -53,7 +53,9 @@ class MasterQueueSettings(BaseModel):
         None, description="udp://H:P or http(s)://; default: registry_url (publish_target rule)"
     )
     registry_token: str | None = Field(None, repr=False, description="for HTTP publish")
-    queue_publish_interval_s: float = Field(DEFAULT_QUEUE_PUBLISH_INTERVAL_S, gt=0)
+    queue_publish_interval_s: float | None = Field(
+        DEFAULT_QUEUE_PUBLISH_INTERVAL_S, gt=0, description="None: do not publish the queue depth"
+    )
     public_url: str | None = Field(None, description="URL brokers use; default: bound address")
     launcher: LauncherKind = "local"
     master_host: str | None = Field(None, description="local launcher: the host recorded")

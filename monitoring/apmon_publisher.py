@@ -13,6 +13,7 @@ import asyncio
 import math
 import random
 import struct
+import time
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Final, Self
@@ -26,6 +27,7 @@ APMON_VERSION: Final = "2.2.0-podgrid"
 MAX_DATAGRAM_BYTES: Final = 1440  # bytes, ApMon's default split size
 MAX_UDP_PAYLOAD_BYTES: Final = 65_507  # bytes, the most one IPv4 datagram can carry
 MAX_SEQ: Final = 2_000_000_000  # ApMon wraps its sequence number here
+UDP_WARN_EVERY_S: Final = 60.0  # seconds between warnings about an unreachable registry
 
 TYPE_STRING: Final = 0
 TYPE_INT32: Final = 2
@@ -129,11 +131,24 @@ class ApMonEncoder:
 
 
 class _SendErrors(asyncio.DatagramProtocol):
-    """Counts asynchronous send errors (ICMP port unreachable and the like) instead of raising."""
+    """Counts asynchronous send errors (ICMP port unreachable and the like) instead of raising.
+
+    A registry that is down answers every datagram with an error: warn at most once per
+    :data:`UDP_WARN_EVERY_S` (saying how many were not logged), count every one.
+    """
+
+    def __init__(self) -> None:
+        self._warned_at: float | None = None
+        self._unlogged = 0
 
     def error_received(self, exc: Exception) -> None:
         SEND_FAILURES.labels(transport="udp", reason=type(exc).__name__).inc()
-        log.warning("registry_client.udp_error", error=repr(exc))
+        now = time.monotonic()
+        if self._warned_at is not None and now - self._warned_at < UDP_WARN_EVERY_S:
+            self._unlogged += 1
+            return
+        log.warning("registry_client.udp_error", error=repr(exc), not_logged=self._unlogged)
+        self._warned_at, self._unlogged = now, 0
 
 
 class ApMonPublisher:

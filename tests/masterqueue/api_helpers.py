@@ -106,7 +106,7 @@ def service_settings(tmp_path: Path, **overrides: Any) -> MasterQueueSettings:
         "state_dir": tmp_path / "state",
         "launcher": "none",
         "registry_url": "http://127.0.0.1:9",
-        "registry_publish": "udp://127.0.0.1:9",  # the discard port: nobody listens
+        "queue_publish_interval_s": None,  # test_queue_depth turns it on
         "token_cache_ttl_s": 0,
     }
     values.update(overrides)

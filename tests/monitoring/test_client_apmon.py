@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import structlog.testing
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
@@ -194,3 +195,20 @@ def failures(transport: str, reason: str) -> float:
         "podgrid_registry_client_send_failures_total", {"transport": transport, "reason": reason}
     )
     return value or 0.0
+
+
+async def test_unreachable_registry_is_logged_once_but_counted_every_time() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    refused_before = failures("udp", "ConnectionRefusedError")
+    pub = ApMonPublisher("127.0.0.1", port)
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(5):
+            await pub.send("c", "n", {"x": 1})
+            await asyncio.sleep(0.02)
+    await pub.close()
+    refused = failures("udp", "ConnectionRefusedError") - refused_before
+    warnings = [e for e in logs if e["event"] == "registry_client.udp_error"]
+    assert refused >= 2  # every ICMP error counted...
+    assert len(warnings) == 1  # ...but a down registry does not flood the log

@@ -94,6 +94,7 @@ async def running_grid(tmp_path: Path, **overrides: Any) -> AsyncIterator[Runnin
         state_dir=tmp_path / "mq",
         launcher="none",
         registry_url="http://127.0.0.1:9",
+        queue_publish_interval_s=None,
         **overrides,
     )
     async with run_masterqueue(settings) as mq:
