@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "podgrid._cmd_broker",
     "podgrid._cmd_jobagent",
     "podgrid._cmd_site",
+    "podgrid._cmd_up",
 )
 
 Handler = Callable[[argparse.Namespace], int]
