@@ -27,6 +27,7 @@ from broker.reporter import Reporter, RequestGone
 from broker.requirements import requirements_json
 from broker.settings import BrokerSettings
 from broker.tls import ClusterTLS
+from config.runtime import wait_event
 from masterqueue.models import RequestRecord
 from masterqueue.states import REQUEST_FINAL, RequestState
 
@@ -206,8 +207,7 @@ class Broker:
         while self.final is None:
             self._evaluate()
             await self.publish_once()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._publish_wake.wait(), self.publish_interval_s)
+            await wait_event(self._publish_wake, self.publish_interval_s)
             self._publish_wake.clear()
 
     async def publish_once(self, *, force: bool = False) -> None:
@@ -229,8 +229,7 @@ class Broker:
         while self.final is None:
             await self._report_live()
             await asyncio.sleep(REPORT_MIN_GAP_S)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._report_wake.wait(), self.settings.heartbeat_interval_s)
+            await wait_event(self._report_wake, self.settings.heartbeat_interval_s)
             self._report_wake.clear()
 
     def connection(self) -> dict[str, Any]:

@@ -48,3 +48,16 @@ def capture_signals(on_signal: Callable[[signal.Signals], None]) -> Iterator[Non
     finally:
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
+
+
+async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
+    """Wait until ``event`` is set or ``timeout_s`` passes; True when it was set.
+
+    Loops that sleep "until woken or the interval ends" use this instead of
+    ``asyncio.wait_for(event.wait(), t)``: on Python 3.11 that can swallow a cancellation
+    arriving as the event is set (CPython gh-86296), and the loop then never stops.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max(timeout_s, 0.0)):
+            await event.wait()
+    return event.is_set()

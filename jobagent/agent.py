@@ -22,6 +22,7 @@ import aiohttp
 import structlog
 
 from config.refresher import ConfigRefresher
+from config.runtime import wait_event
 from config.settings import PodSettings
 from jobagent import attach as attach_api
 from jobagent.batch import BatchLimits, BatchRunner
@@ -293,8 +294,7 @@ class Agent:
             pause *= 0.5 + self.rng.random() / 2  # jitter: a crowd does not retry in step
             log.warning("jobagent.match_failed", error=str(e), pause_s=round(pause, 2))
             self.accounting.switch("idle")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), pause)
+            await wait_event(self.stopping, pause)
             return None
         self._failures = 0
         return claim

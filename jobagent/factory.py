@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 import os
 import signal
@@ -25,6 +24,7 @@ from typing import Final, Protocol
 import structlog
 from prometheus_client import Gauge
 
+from config.runtime import wait_event
 from jobagent.processes import exit_status, group_members, signal_group
 from jobagent.status import ACTIVITIES, AGENT_FILE
 
@@ -231,8 +231,7 @@ class SiteFactory:
         try:
             while not stopping.is_set():
                 await self.tick()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), self.poll_s)
+                await wait_event(stopping, self.poll_s)
         finally:
             await asyncio.gather(
                 *(self.backend.cancel(a.handle, self.grace_s) for a in self.running)

@@ -19,6 +19,7 @@ import aiohttp
 import structlog
 
 from config.retry import retry_policy
+from config.runtime import wait_event
 from config.settings import PodSettings
 from jobagent.servers import ServerOffer, fitting, offers_from_samples, stale_after_ms
 from jobagent.slot import Slot
@@ -165,5 +166,4 @@ async def _unless(work: Awaitable[T], interrupt: asyncio.Event) -> T:
 
 async def _sleep_or(delay_s: float, interrupt: asyncio.Event) -> None:
     """Sleep ``delay_s`` or until ``interrupt`` is set, whichever comes first."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(interrupt.wait(), timeout=max(delay_s, 0.0))
+    await wait_event(interrupt, delay_s)

@@ -10,7 +10,6 @@ up, and written to ``<state dir>/agent.json`` for the site factory to sum.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import time
@@ -22,6 +21,7 @@ from typing import Any, Final, Literal
 import structlog
 from prometheus_client import Counter, Gauge
 
+from config.runtime import wait_event
 from monitoring.client import Publisher, RegistryError
 
 log = structlog.get_logger("podgrid.jobagent")
@@ -140,10 +140,8 @@ class StatusReporter:
         await self.send_now()
 
     async def _run(self) -> None:
-        # No cancellation here: wait_for() may swallow a cancel that races with the event.
         while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), self._interval_s())
+            await wait_event(self._changed, self._interval_s())
             self._changed.clear()
             if not self._closing:
                 await self.send_now()

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from config.runtime import wait_event
 from masterqueue.errors import IllegalTransition, MasterQueueError, NotFound
 from masterqueue.launcher import REGISTRY_ENV, URL_ENV, Launcher, LaunchHandle, stop
 from masterqueue.metrics import MasterQueueMetrics
@@ -60,8 +61,7 @@ async def run_every(
         if wake is None:
             await asyncio.sleep(interval_s)
             continue
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), interval_s)
+        await wait_event(wake, interval_s)
         wake.clear()
 
 
