@@ -15,26 +15,33 @@ from typing import cast
 
 from config import setup_logging
 
-# Command modules, in the order their groups appear in ``podgrid --help``.
-COMMAND_MODULES: tuple[str, ...] = (
-    "podgrid._cmd_request",
-    "podgrid._cmd_config",
-    "podgrid._cmd_monitoring",
-    "podgrid._cmd_user",
-    "podgrid._cmd_jobs",
-    "podgrid._cmd_masterqueue",
-    "podgrid._cmd_token",
-    "podgrid._cmd_broker",
-    "podgrid._cmd_jobagent",
-    "podgrid._cmd_site",
-    "podgrid._cmd_up",
-)
+# The top-level command → the module that registers it, in ``podgrid --help`` order. Only the
+# module of the command being run is imported: a broker or agent started by a launcher must
+# not pay for every other command's imports (SQLAlchemy, Alembic, asyncssh, ...).
+COMMANDS: dict[str, str] = {
+    "up": "podgrid._cmd_up",
+    "demo": "podgrid._cmd_up",
+    "submit": "podgrid._cmd_user",
+    "info": "podgrid._cmd_user",
+    "ls": "podgrid._cmd_user",
+    "cancel": "podgrid._cmd_user",
+    "jobs": "podgrid._cmd_jobs",
+    "request": "podgrid._cmd_request",
+    "config": "podgrid._cmd_config",
+    "token": "podgrid._cmd_token",
+    "monitoring": "podgrid._cmd_monitoring",
+    "masterqueue": "podgrid._cmd_masterqueue",
+    "broker": "podgrid._cmd_broker",
+    "jobagent": "podgrid._cmd_jobagent",
+    "site": "podgrid._cmd_site",
+}
+COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
 
 Handler = Callable[[argparse.Namespace], int]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command tree; used by :func:`main` and by the CLI tests."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command tree: only ``command``'s module when it is a known command, else all."""
     parser = argparse.ArgumentParser(
         prog="podgrid",
         description="PoD Grid: private, elastic Dask clusters on a grid, within seconds.",
@@ -47,14 +54,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log-level", default="WARNING", help="default: %(default)s")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
+    modules = (COMMANDS[command],) if command in COMMANDS else COMMAND_MODULES
+    for name in modules:
         importlib.import_module(name).register(sub)
     return parser
 
 
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The top-level command in ``argv`` (after the global options), if any."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--log-format")
+    pre.add_argument("--log-level")
+    pre.add_argument("command", nargs="?")
+    known, _ = pre.parse_known_args(argv)
+    return known.command if isinstance(known.command, str) else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, set up logging, run the chosen handler and return its exit code."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(_command_of(argv)).parse_args(argv)
     setup_logging(args.log_format, args.log_level.upper())
     handler = cast(Handler, args.handler)
     try:
