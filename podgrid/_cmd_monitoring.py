@@ -8,14 +8,15 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import structlog
 from pydantic import ValidationError
 
-from config import setup_logging
+from config import ConfigError, ConfigSourceError, default_ldif, resolve, setup_logging
 from config.runtime import capture_signals, write_private_file
 from monitoring.service import run_registry
-from monitoring.settings import DEFAULT_HTTP_PORT, DEFAULT_UDP_PORT, RegistrySettings
+from monitoring.settings import DEFAULT_UDP_PORT, RegistrySettings
 
 log = structlog.get_logger("podgrid.monitoring")
 
@@ -43,7 +44,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser(
         "serve", help="run the registry: ApMon UDP ingest, HTTP publish, REST query, dashboard"
     )
-    serve.add_argument("--http", type=host_port, default=("127.0.0.1", DEFAULT_HTTP_PORT))
+    serve.add_argument(
+        "--config",
+        default=None,
+        help="ldap://host:port/base or an .ldif path (default: the packaged LDIF)",
+    )
+    serve.add_argument(
+        "--http", type=host_port, default=None, help="default: the address of podRegistryURL"
+    )
     serve.add_argument("--udp", type=host_port, default=("127.0.0.1", DEFAULT_UDP_PORT))
     serve.add_argument("--farm", default="podgrid", help="farm name of data received here")
     serve.add_argument("--apmon-password", default=None, help="password ApMon senders must use")
@@ -81,6 +89,13 @@ def _own_token(state_dir: Path) -> str:
     return token
 
 
+def configured_http(source: str | None) -> tuple[str, int]:
+    """Where podRegistryURL (``ou=Config`` of ``source``) says the registry listens."""
+    url = urlsplit(str(resolve(source or default_ldif()).settings.registry_url))
+    default_port = 443 if url.scheme == "https" else 80
+    return url.hostname or "127.0.0.1", url.port or default_port
+
+
 def build_settings(args: argparse.Namespace) -> RegistrySettings:
     """Settings from the parsed flags and the environment; UsageError on bad input."""
     tokens: set[str] = set()
@@ -89,11 +104,12 @@ def build_settings(args: argparse.Namespace) -> RegistrySettings:
     if os.environ.get(TOKEN_ENV, "").strip():
         tokens.add(os.environ[TOKEN_ENV].strip())
     extra = {} if args.state_dir is None else {"state_dir": args.state_dir}
+    http = args.http or configured_http(args.config)
     try:
         settings = RegistrySettings(
             farm=args.farm,
-            http_host=args.http[0],
-            http_port=args.http[1],
+            http_host=http[0],
+            http_port=http[1],
             udp_host=args.udp[0],
             udp_port=args.udp[1],
             apmon_password=args.apmon_password,
@@ -120,7 +136,10 @@ def serve_command(args: argparse.Namespace) -> int:
     setup_logging(args.service_log_format, "INFO")
     try:
         settings = build_settings(args)
-    except (UsageError, OSError) as e:
+    except ConfigSourceError as e:
+        print(f"podgrid monitoring serve: {e}", file=sys.stderr)
+        return 1
+    except (UsageError, OSError, ConfigError) as e:
         print(f"podgrid monitoring serve: {e}", file=sys.stderr)
         return 2
     try:

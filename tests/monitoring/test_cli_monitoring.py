@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from config import default_ldif
+from tests.harness.ports import free_port
 from tests.monitoring.registry_helpers import send_udp
 from tests.monitoring.xdr_encoder import encode
 
@@ -186,3 +188,43 @@ def test_port_in_use_exits_1(tmp_path: Path, procs: list[subprocess.Popen[str]])
     assert second.wait(timeout=20) == 1
     assert second.stderr is not None
     assert "registry.start_failed" in second.stderr.read()
+
+
+def test_http_address_defaults_to_podregistryurl(
+    tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    port = free_port()
+    ldif = tmp_path / "site.ldif"
+    ldif.write_text(
+        Path(default_ldif())
+        .read_text()
+        .replace(
+            "podRegistryURL: http://127.0.0.1:8885", f"podRegistryURL: http://127.0.0.1:{port}"
+        )
+    )
+    proc = start(["--config", str(ldif), "--udp", "127.0.0.1:0", "--state-dir", str(tmp_path)])
+    procs.append(proc)
+    event, _ = wait_started(proc)
+    assert event["http_url"] == f"http://127.0.0.1:{port}"
+    assert json.loads(get(f"http://127.0.0.1:{port}/healthz"))["status"] == "ok"
+
+
+def test_unreadable_config_exits_1_naming_it(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "podgrid",
+            "monitoring",
+            "serve",
+            "--config",
+            str(tmp_path / "missing.ldif"),
+            "--state-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "missing.ldif" in result.stderr
