@@ -63,7 +63,8 @@ def retry_policy(
     if attempts is not None:
         stops.append(tenacity.stop_after_attempt(attempts))
     if deadline_s is not None:
-        stops.append(tenacity.stop_after_delay(deadline_s))
+        # Give up rather than sleep past the deadline (stop_after_delay would sleep first).
+        stops.append(tenacity.stop_before_delay(deadline_s))
     stop: tenacity.stop.stop_base = tenacity.stop_never
     for s in stops:
         stop = s if stop is tenacity.stop_never else stop | s
