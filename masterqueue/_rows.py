@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,6 +20,7 @@ from masterqueue.schema import idempotency_keys, job_events, jobs, request_event
 # Stored requests were validated on submission under the operator's cap; do not re-check it.
 _NO_CAP = {"max_workers_cap": 2**31}
 MAX_IDEMPOTENCY_KEY_LEN = 128
+MAX_PAGE = 1000  # rows per listing page
 
 
 def delimited(items: tuple[str, ...] | list[str]) -> str:
@@ -154,3 +157,21 @@ async def save_idempotent(
             created_ms=at,
         )
     )
+
+
+def page_query(
+    table: sa.Table,
+    owner: str | None,
+    states: Sequence[StrEnum] | None,
+    limit: int,
+    after_id: int | None,
+) -> sa.Select[Any]:
+    """Rows of ``table`` by id ascending, one owner's and in some states if asked (keyset)."""
+    q = sa.select(table).order_by(table.c.id).limit(max(1, min(limit, MAX_PAGE)))
+    if owner is not None:
+        q = q.where(table.c.owner == owner)
+    if states:
+        q = q.where(table.c.state.in_([s.value for s in states]))
+    if after_id is not None:
+        q = q.where(table.c.id > after_id)
+    return q

@@ -21,6 +21,7 @@ from masterqueue._rows import (
     inserted_id,
     job_record,
     load_job,
+    page_query,
     save_idempotent,
 )
 from masterqueue.db import now_ms
@@ -111,13 +112,7 @@ async def listing(
     after_id: int | None,
 ) -> list[JobRecord]:
     """Jobs by id ascending, optionally one owner's and in some states (keyset pages)."""
-    q = sa.select(jobs).order_by(jobs.c.id).limit(max(1, min(limit, 1000)))
-    if owner is not None:
-        q = q.where(jobs.c.owner == owner)
-    if states:
-        q = q.where(jobs.c.state.in_([s.value for s in states]))
-    if after_id is not None:
-        q = q.where(jobs.c.id > after_id)
+    q = page_query(jobs, owner, states, limit, after_id)
     return [job_record(r) for r in (await conn.execute(q)).mappings()]
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from config.request import ServerRequest
@@ -18,6 +17,7 @@ from masterqueue._rows import (
     find_idempotent,
     inserted_id,
     load_request,
+    page_query,
     request_record,
     save_idempotent,
 )
@@ -75,13 +75,7 @@ async def listing(
     after_id: int | None,
 ) -> list[RequestRecord]:
     """Requests by id ascending, optionally one owner's and in some states (keyset pages)."""
-    q = sa.select(requests).order_by(requests.c.id).limit(max(1, min(limit, 1000)))
-    if owner is not None:
-        q = q.where(requests.c.owner == owner)
-    if states:
-        q = q.where(requests.c.state.in_([s.value for s in states]))
-    if after_id is not None:
-        q = q.where(requests.c.id > after_id)
+    q = page_query(requests, owner, states, limit, after_id)
     return [request_record(r) for r in (await conn.execute(q)).mappings()]
 
 
