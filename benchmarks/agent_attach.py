@@ -24,7 +24,7 @@ from pathlib import Path
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from config import setup_logging
+from podgrid.config import setup_logging
 from tests.jobagent.grid import Grid, eventually, ldif_with, running_grid
 
 SITE, CE = "Bench", "bench-ce"

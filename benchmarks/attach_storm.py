@@ -29,13 +29,13 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from config import set_testing, setup_logging
-from masterqueue.client import MasterQueueClient
-from masterqueue.service import RunningMasterQueue, run_masterqueue
-from masterqueue.settings import MasterQueueSettings
-from monitoring.client import RegistryClient
-from monitoring.service import RunningRegistry, run_registry
-from monitoring.settings import RegistrySettings
+from podgrid.config import set_testing, setup_logging
+from podgrid.masterqueue.client import MasterQueueClient
+from podgrid.masterqueue.service import RunningMasterQueue, run_masterqueue
+from podgrid.masterqueue.settings import MasterQueueSettings
+from podgrid.monitoring.client import RegistryClient
+from podgrid.monitoring.service import RunningRegistry, run_registry
+from podgrid.monitoring.settings import RegistrySettings
 
 
 def request_toml(places: int) -> str:

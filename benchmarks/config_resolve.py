@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from config import default_ldif, resolve
+from podgrid.config import default_ldif, resolve
 from tests.harness.slapd import start_slapd
 
 SITE, CE = "Local", "local-ce"

@@ -37,11 +37,11 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.match_throughput import RunResult, _specs, mariadb_server
-from config.logs import setup_logging
-from masterqueue.schema import job_events
-from masterqueue.service import run_masterqueue
-from masterqueue.settings import MasterQueueSettings
-from masterqueue.store import Store
+from podgrid.config.logs import setup_logging
+from podgrid.masterqueue.schema import job_events
+from podgrid.masterqueue.service import run_masterqueue
+from podgrid.masterqueue.settings import MasterQueueSettings
+from podgrid.masterqueue.store import Store
 from tests.harness.ports import free_port
 
 TARGET_MATCHES_PER_S = 300

@@ -24,9 +24,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from config import setup_logging
-from monitoring.apmon_publisher import ApMonEncoder
-from monitoring.client import HttpPublisher, PublishItem, RegistryClient
+from podgrid.config import setup_logging
+from podgrid.monitoring.apmon_publisher import ApMonEncoder
+from podgrid.monitoring.client import HttpPublisher, PublishItem, RegistryClient
 
 # The process targets must be importable by spawned children, whatever the working directory.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -177,7 +177,7 @@ def memory_run(plan: Plan, state_dir: str) -> float:
 
 def store_bytes_per_series(series: int) -> float:
     """Bytes per series of the registry's Store alone (tracemalloc, in this process)."""
-    from monitoring.store import Store
+    from podgrid.monitoring.store import Store
 
     store = Store(history_points=HISTORY_POINTS, series_ttl_s=300, max_series=series)
     now_ms = int(time.time() * 1000)

@@ -22,8 +22,8 @@ import aiohttp
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from config import setup_logging
-from monitoring.apmon_publisher import ApMonEncoder
+from podgrid.config import setup_logging
+from podgrid.monitoring.apmon_publisher import ApMonEncoder
 
 TOKEN = "bench-token"
 PARAMS_PER_DATAGRAM = 10
@@ -31,8 +31,8 @@ HISTORY_POINTS = 60
 
 
 def _registry_main(conn: Connection, state_dir: str) -> None:
-    from monitoring.service import run_registry
-    from monitoring.settings import RegistrySettings
+    from podgrid.monitoring.service import run_registry
+    from podgrid.monitoring.settings import RegistrySettings
 
     setup_logging("json", "ERROR")
     settings = RegistrySettings(

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from config import setup_logging
-from masterqueue import keys
-from masterqueue.client import MasterQueueClient
-from masterqueue.models import JobSpec, SlotDescription
-from monitoring.client import HttpPublisher, RegistryClient
+from podgrid.config import setup_logging
+from podgrid.masterqueue import keys
+from podgrid.masterqueue.client import MasterQueueClient
+from podgrid.masterqueue.models import JobSpec, SlotDescription
+from podgrid.monitoring.client import HttpPublisher, RegistryClient
 from tests.jobagent.grid import Grid, running_grid
 
 X_S = 60.0  # simulated seconds: podPollDuration

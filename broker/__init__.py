@@ -5,6 +5,6 @@ publishes the cluster's needs to the registry, hands places to job agents, repor
 master queue and shuts the cluster down on cancel, TTL, idle timeout or SIGTERM.
 """
 
-from broker.settings import BrokerSettings
+from podgrid.broker.settings import BrokerSettings
 
 __all__ = ["BrokerSettings"]

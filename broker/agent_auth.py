@@ -20,7 +20,7 @@ from typing import Final, Literal
 import aiohttp
 import structlog
 
-from masterqueue.client import (
+from podgrid.masterqueue.client import (
     Forbidden,
     MasterQueueClient,
     MasterQueueClientError,

@@ -3,7 +3,7 @@
 ``POST /v1/attach`` body: the slot (``agent_id, site, ce, host, cores, memory_mb, ttl_s,
 packages``) → 200 :class:`AttachGrant` | 409 ``{"reason": "full"|"closed"|"requirements",
 "message", "unmet": [...]}`` | 401 | 400 (field errors) | 503 (token not checkable now).
-The check and the grant happen with no ``await`` in between (see :mod:`broker.places`).
+The check and the grant happen with no ``await`` in between (see :mod:`podgrid.broker.places`).
 ``POST /v1/detach`` body ``{"agent_id", "name"}`` → 200 ``{"name", "released":
 "reservation"|"worker"}`` | 404 (no such place of that agent) | 401.
 """
@@ -18,11 +18,11 @@ from typing import Annotated, Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
 
-from broker import keys
-from broker.cluster import Broker
-from broker.places import NoPlace, Place
-from broker.requirements import unmet
-from masterqueue.models import SlotDescription
+from podgrid.broker import keys
+from podgrid.broker.cluster import Broker
+from podgrid.broker.places import NoPlace, Place
+from podgrid.broker.requirements import unmet
+from podgrid.masterqueue.models import SlotDescription
 
 MAX_TOKEN_CHARS = 512
 M = TypeVar("M", bound=BaseModel)

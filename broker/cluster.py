@@ -19,17 +19,17 @@ from typing import Any, Final
 
 import structlog
 
-from broker.metrics import BrokerMetrics
-from broker.places import Places
-from broker.plugin import PlacesPlugin
-from broker.publisher import Publication
-from broker.reporter import Reporter, RequestGone
-from broker.requirements import requirements_json
-from broker.settings import BrokerSettings
-from broker.tls import ClusterTLS
-from config.runtime import wait_event
-from masterqueue.models import RequestRecord
-from masterqueue.states import REQUEST_FINAL, RequestState
+from podgrid.broker.metrics import BrokerMetrics
+from podgrid.broker.places import Places
+from podgrid.broker.plugin import PlacesPlugin
+from podgrid.broker.publisher import Publication
+from podgrid.broker.reporter import Reporter, RequestGone
+from podgrid.broker.requirements import requirements_json
+from podgrid.broker.settings import BrokerSettings
+from podgrid.broker.tls import ClusterTLS
+from podgrid.config.runtime import wait_event
+from podgrid.masterqueue.models import RequestRecord
+from podgrid.masterqueue.states import REQUEST_FINAL, RequestState
 
 log = structlog.get_logger("podgrid.broker")
 

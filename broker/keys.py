@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from broker.agent_auth import AgentTokens
-from broker.cluster import Broker
-from broker.metrics import BrokerMetrics
-from broker.settings import BrokerSettings
+from podgrid.broker.agent_auth import AgentTokens
+from podgrid.broker.cluster import Broker
+from podgrid.broker.metrics import BrokerMetrics
+from podgrid.broker.settings import BrokerSettings
 
 SETTINGS = web.AppKey("settings", BrokerSettings)
 BROKER = web.AppKey("broker", Broker)

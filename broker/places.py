@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from masterqueue.models import SlotDescription, WorkerInfo
+from podgrid.masterqueue.models import SlotDescription, WorkerInfo
 
 Clock = Callable[[], float]
 

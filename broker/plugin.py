@@ -8,7 +8,7 @@ from typing import Any
 import structlog
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from broker.places import Places
+from podgrid.broker.places import Places
 
 log = structlog.get_logger("podgrid.broker")
 

@@ -1,6 +1,6 @@
 """Publishing the cluster's needs to the registry (cluster ``PoD_Masters``, node = request id).
 
-The transport is :func:`monitoring.publish_target.open_publisher`'s: ApMon UDP (fire and
+The transport is :func:`podgrid.monitoring.publish_target.open_publisher`'s: ApMon UDP (fire and
 forget; a lost datagram is repaired by the next publication) or HTTP ``POST /publish``
 (acknowledged; a failure is logged and counted, never fatal).
 """
@@ -12,8 +12,8 @@ from collections.abc import Mapping
 
 import structlog
 
-from broker.settings import CLUSTER
-from monitoring.client import Publisher, RegistryError
+from podgrid.broker.settings import CLUSTER
+from podgrid.monitoring.client import Publisher, RegistryError
 
 log = structlog.get_logger("podgrid.broker")
 

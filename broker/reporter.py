@@ -1,6 +1,6 @@
 """State reports (heartbeats) to the master queue, and what its answers mean for the broker.
 
-The client retries transient failures itself (``config.retry`` policy ``masterqueue``); when
+The client retries transient failures itself (``podgrid.config.retry`` policy ``masterqueue``); when
 the master queue stays unreachable the report is dropped and the next heartbeat tries again:
 the cluster keeps running and catches up when the master queue is back.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-from masterqueue.client import (
+from podgrid.masterqueue.client import (
     ConflictError,
     Forbidden,
     MasterQueueClient,
@@ -21,8 +21,8 @@ from masterqueue.client import (
     StateReply,
     Unauthorized,
 )
-from masterqueue.models import WorkerInfo
-from masterqueue.states import RequestState
+from podgrid.masterqueue.models import WorkerInfo
+from podgrid.masterqueue.states import RequestState
 
 log = structlog.get_logger("podgrid.broker")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from config.request import ServerRequest
-from masterqueue.models import SlotDescription
+from podgrid.config.request import ServerRequest
+from podgrid.masterqueue.models import SlotDescription
 
 
 def requirements_json(request: ServerRequest, min_ttl_s: int) -> str:

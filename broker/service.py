@@ -23,18 +23,18 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from broker import attach, keys
-from broker.agent_auth import AgentTokens, masterqueue_lookup
-from broker.cluster import Broker
-from broker.metrics import BrokerMetrics
-from broker.publisher import Publication
-from broker.reporter import Reporter
-from broker.settings import TOKEN_NEGATIVE_TTL_S, BrokerSettings
-from config import Change, ConfigRefresher, ResolvedConfig, default_ldif
-from config.runtime import capture_signals
-from masterqueue.client import MasterQueueClient
-from masterqueue.states import REQUEST_FINAL, RequestState
-from monitoring.publish_target import open_publisher
+from podgrid.broker import attach, keys
+from podgrid.broker.agent_auth import AgentTokens, masterqueue_lookup
+from podgrid.broker.cluster import Broker
+from podgrid.broker.metrics import BrokerMetrics
+from podgrid.broker.publisher import Publication
+from podgrid.broker.reporter import Reporter
+from podgrid.broker.settings import TOKEN_NEGATIVE_TTL_S, BrokerSettings
+from podgrid.config import Change, ConfigRefresher, ResolvedConfig, default_ldif
+from podgrid.config.runtime import capture_signals
+from podgrid.masterqueue.client import MasterQueueClient
+from podgrid.masterqueue.states import REQUEST_FINAL, RequestState
+from podgrid.monitoring.publish_target import open_publisher
 
 log = structlog.get_logger("podgrid.broker")
 

@@ -1,7 +1,7 @@
 """Typed settings of one broker (validated once, at the edge) and the broker's constants.
 
 Registry (``registry``, else ``podRegistryURL``): published to by the rule of
-:func:`monitoring.publish_target.publish_target` — ``udp://host:port`` sends ApMon datagrams
+:func:`podgrid.monitoring.publish_target.publish_target` — ``udp://host:port`` sends ApMon datagrams
 (fire and forget, like PoD's own ApMon); an ``http(s)://`` URL is published to with
 ``POST /publish`` when ``registry_token`` is set, and with ApMon datagrams to that host on
 the ApMon port otherwise.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from monitoring.publish_target import publish_target
+from podgrid.monitoring.publish_target import publish_target
 
 CLUSTER = "PoD_Masters"  # the registry cluster every broker publishes in
 LIFETIME_MARGIN_S = 30  # seconds a worker retires before its batch slot ends

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from config.runtime import write_private_file
+from podgrid.config.runtime import write_private_file
 
 Role = Literal["scheduler", "client", "worker"]
 

@@ -5,11 +5,17 @@ LDIF file as the embedded default), the server-request config parser (TOML and A
 and the small shared plumbing: structlog set-up and the instrumented tenacity retry policy.
 """
 
-from config.errors import ConfigError, ConfigSourceError, ConfigValueError
-from config.hierarchy import BUILTIN_DEFAULT, ResolvedConfig, default_ldif, resolve, schema_file
-from config.logs import LogFormat, setup_logging
-from config.refresher import Change, ConfigRefresher
-from config.request import (
+from podgrid.config.errors import ConfigError, ConfigSourceError, ConfigValueError
+from podgrid.config.hierarchy import (
+    BUILTIN_DEFAULT,
+    ResolvedConfig,
+    default_ldif,
+    resolve,
+    schema_file,
+)
+from podgrid.config.logs import LogFormat, setup_logging
+from podgrid.config.refresher import Change, ConfigRefresher
+from podgrid.config.request import (
     DEFAULT_MAX_WORKERS_CAP,
     RequestFormat,
     ServerRequest,
@@ -17,10 +23,10 @@ from config.request import (
     load_request,
     parse_request,
 )
-from config.request_errors import RequestError, RequestIssue
-from config.retry import retry_policy, set_testing
-from config.settings import ATTRIBUTE_FIELDS, PodSettings
-from config.units import UnitError, format_duration, parse_duration_s, parse_memory_mb
+from podgrid.config.request_errors import RequestError, RequestIssue
+from podgrid.config.retry import retry_policy, set_testing
+from podgrid.config.settings import ATTRIBUTE_FIELDS, PodSettings
+from podgrid.config.units import UnitError, format_duration, parse_duration_s, parse_memory_mb
 
 __all__ = [
     "ATTRIBUTE_FIELDS",

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from config.jdl import parse_jdl
-from config.request_errors import RequestError, RequestIssue
+from podgrid.config.jdl import parse_jdl
+from podgrid.config.request_errors import RequestError, RequestIssue
 
 # Model field path → how the user writes it, per format.
 TOML_NAMES: Mapping[str, str] = {

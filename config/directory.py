@@ -1,8 +1,8 @@
 """The small "directory" interface the resolver reads: one entry by its path under the base DN.
 
-Two implementations answer it, :class:`config.ldap_source.LdapDirectory` (a live server read
-with ldap3) and :class:`config.ldif_source.LdifDirectory` (an LDIF file), so the resolution
-and validation logic exists once, in :mod:`config.hierarchy`.
+Two implementations answer it, :class:`podgrid.config.ldap_source.LdapDirectory` (a live server read
+with ldap3) and :class:`podgrid.config.ldif_source.LdifDirectory` (an LDIF file), so the resolution
+and validation logic exists once, in :mod:`podgrid.config.hierarchy`.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def path_dn(path: Path, base_dn: str) -> str:
 
 def open_directory(source: str | os.PathLike[str]) -> AbstractContextManager[Directory]:
     """Open ``source``: an ``ldap://host:port/<base DN>`` (or ``ldaps://``) URL or an LDIF path."""
-    from config.ldap_source import LdapDirectory
-    from config.ldif_source import LdifDirectory
+    from podgrid.config.ldap_source import LdapDirectory
+    from podgrid.config.ldif_source import LdifDirectory
 
     text = os.fspath(source)
     if text.startswith(("ldap://", "ldaps://")):

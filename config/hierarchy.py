@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from config.directory import Directory, Entry, Path, open_directory, path_dn
-from config.errors import ConfigError, ConfigValueError
-from config.settings import ATTRIBUTE_FIELDS, PodSettings, convert_value
+from podgrid.config.directory import Directory, Entry, Path, open_directory, path_dn
+from podgrid.config.errors import ConfigError, ConfigValueError
+from podgrid.config.settings import ATTRIBUTE_FIELDS, PodSettings, convert_value
 
 BUILTIN_DEFAULT = "built-in default"  # the "DN" of a value no level of the hierarchy sets
 
@@ -36,12 +36,12 @@ class ResolvedConfig:
 
 def default_ldif() -> str:
     """Path of the packaged embedded default (``config/data/podgrid.ldif``)."""
-    return str(resources.files("config").joinpath("data", "podgrid.ldif"))
+    return str(resources.files("podgrid.config").joinpath("data", "podgrid.ldif"))
 
 
 def schema_file() -> str:
     """Path of the packaged OpenLDAP schema (``config/data/podgrid.schema``)."""
-    return str(resources.files("config").joinpath("data", "podgrid.schema"))
+    return str(resources.files("podgrid.config").joinpath("data", "podgrid.schema"))
 
 
 def config_path() -> Path:

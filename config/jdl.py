@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from config.request_errors import RequestError
+from podgrid.config.request_errors import RequestError
 
 JdlScalar = str | int | float | bool
 JdlValue = JdlScalar | tuple[JdlScalar, ...]

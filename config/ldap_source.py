@@ -11,8 +11,8 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import parse_dn
 
-from config.directory import Entry, Path, path_dn
-from config.errors import ConfigSourceError
+from podgrid.config.directory import Entry, Path, path_dn
+from podgrid.config.errors import ConfigSourceError
 
 DEFAULT_TIMEOUT_S = 5  # seconds, for connecting and for each answer (ldap3 needs an int)
 

@@ -10,8 +10,8 @@ import ldif
 from ldap3.core.exceptions import LDAPInvalidDnError
 from ldap3.utils.dn import parse_dn
 
-from config.directory import Entry, Path
-from config.errors import ConfigSourceError
+from podgrid.config.directory import Entry, Path
+from podgrid.config.errors import ConfigSourceError
 
 _ESCAPE = re.compile(r"\\([0-9A-Fa-f]{2}|.)")
 

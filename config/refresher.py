@@ -15,9 +15,9 @@ from typing import Any, NamedTuple
 
 import structlog
 
-from config.errors import ConfigError, ConfigSourceError, ConfigValueError, count_error
-from config.hierarchy import ResolvedConfig, resolve
-from config.retry import retry_policy
+from podgrid.config.errors import ConfigError, ConfigSourceError, ConfigValueError, count_error
+from podgrid.config.hierarchy import ResolvedConfig, resolve
+from podgrid.config.retry import retry_policy
 
 log = structlog.get_logger("podgrid.config")
 

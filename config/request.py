@@ -12,7 +12,7 @@ Rules beyond the field types:
 - ``ttl > max_wait`` (a cluster must outlive the wait for its workers);
 - unknown keys are errors, with a "did you mean" when a known key is close.
 
-Durations and memory follow :mod:`config.units`.
+Durations and memory follow :mod:`podgrid.config.units`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from config._request_readers import (
+from podgrid.config._request_readers import (
     RawRequest,
     did_you_mean,
     read_jdl,
@@ -43,8 +43,8 @@ from config._request_readers import (
     read_toml,
     sniff_format,
 )
-from config.request_errors import RequestError, RequestIssue
-from config.units import format_duration, parse_duration_s, parse_memory_mb
+from podgrid.config.request_errors import RequestError, RequestIssue
+from podgrid.config.units import format_duration, parse_duration_s, parse_memory_mb
 
 RequestFormat = Literal["toml", "jdl", "json"]
 

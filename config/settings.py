@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from config.errors import ConfigValueError
+from podgrid.config.errors import ConfigValueError
 
 
 def _http_url(value: str) -> str:

@@ -5,16 +5,16 @@ attaches to one and runs a Dask worker for it, or falls back to batch work from 
 queue, so the slot is never wasted. The factory keeps N agents alive on a site.
 """
 
-from jobagent.agent import Agent, Tally
-from jobagent.attach import AttachRefused, Grant
-from jobagent.batch import BatchLimits, BatchResult, BatchRunner
-from jobagent.factory import AgentSpec, Backend, LocalBackend, SiteFactory, agent_command
-from jobagent.poller import ServerPoller
-from jobagent.runner import build_agent, run_agent
-from jobagent.servers import Requirements, ServerOffer, fitting, weighted_order
-from jobagent.settings import AgentSettings
-from jobagent.slot import Slot, SlotError, SlotFlags, describe_slot
-from jobagent.status import Accounting, AgentState, StatusReporter
+from podgrid.jobagent.agent import Agent, Tally
+from podgrid.jobagent.attach import AttachRefused, Grant
+from podgrid.jobagent.batch import BatchLimits, BatchResult, BatchRunner
+from podgrid.jobagent.factory import AgentSpec, Backend, LocalBackend, SiteFactory, agent_command
+from podgrid.jobagent.poller import ServerPoller
+from podgrid.jobagent.runner import build_agent, run_agent
+from podgrid.jobagent.servers import Requirements, ServerOffer, fitting, weighted_order
+from podgrid.jobagent.settings import AgentSettings
+from podgrid.jobagent.slot import Slot, SlotError, SlotFlags, describe_slot
+from podgrid.jobagent.status import Accounting, AgentState, StatusReporter
 
 __all__ = [
     "Accounting",

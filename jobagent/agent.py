@@ -1,6 +1,6 @@
 """The extended job agent (xJA): a small explicit state machine over one batch slot.
 
-POLLING (a window of at most x s, see :mod:`jobagent.poller`) → a fitting server: ATTACHING
+POLLING (a window of at most x s, see :mod:`podgrid.jobagent.poller`) → a fitting server: ATTACHING
 (candidates in weighted random order; a refusal moves on) → WORKER (a ``dask worker`` until
 it ends) → detach → POLLING. Nothing within x s → the fallback: ``batch`` takes jobs from the
 master queue (BATCH) as long as there are some, checking the registry between jobs; ``exit``
@@ -21,20 +21,20 @@ from typing import Any
 import aiohttp
 import structlog
 
-from config.refresher import ConfigRefresher
-from config.runtime import wait_event
-from config.settings import PodSettings
-from jobagent import attach as attach_api
-from jobagent.batch import BatchLimits, BatchRunner
-from jobagent.poller import ServerPoller
-from jobagent.servers import ServerOffer, weighted_order
-from jobagent.settings import MAX_BACKOFF_S, AgentSettings
-from jobagent.slot import Slot
-from jobagent.status import Accounting, Activity, AgentState, StatusReporter
-from jobagent.worker import WorkerRun
-from masterqueue.client import MasterQueueClient, MasterQueueClientError
-from masterqueue.models import Claim
-from monitoring.client import RegistryError
+from podgrid.config.refresher import ConfigRefresher
+from podgrid.config.runtime import wait_event
+from podgrid.config.settings import PodSettings
+from podgrid.jobagent import attach as attach_api
+from podgrid.jobagent.batch import BatchLimits, BatchRunner
+from podgrid.jobagent.poller import ServerPoller
+from podgrid.jobagent.servers import ServerOffer, weighted_order
+from podgrid.jobagent.settings import MAX_BACKOFF_S, AgentSettings
+from podgrid.jobagent.slot import Slot
+from podgrid.jobagent.status import Accounting, Activity, AgentState, StatusReporter
+from podgrid.jobagent.worker import WorkerRun
+from podgrid.masterqueue.client import MasterQueueClient, MasterQueueClientError
+from podgrid.masterqueue.models import Claim
+from podgrid.monitoring.client import RegistryError
 
 log = structlog.get_logger("podgrid.jobagent")
 

@@ -14,7 +14,7 @@ from typing import Final
 import aiohttp
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from masterqueue.models import SlotDescription
+from podgrid.masterqueue.models import SlotDescription
 
 ATTACH_TIMEOUT_S: Final = 10.0  # seconds for one attach or detach exchange
 PROBE_TIMEOUT_S: Final = 2.0  # seconds for one broker liveness probe

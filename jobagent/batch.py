@@ -20,10 +20,10 @@ from typing import Final, Literal
 
 import structlog
 
-from jobagent.processes import exit_status, stop_group
-from masterqueue.client import ConflictError, MasterQueueClient, MasterQueueClientError
-from masterqueue.models import Claim
-from masterqueue.states import JobState
+from podgrid.jobagent.processes import exit_status, stop_group
+from podgrid.masterqueue.client import ConflictError, MasterQueueClient, MasterQueueClientError
+from podgrid.masterqueue.models import Claim
+from podgrid.masterqueue.states import JobState
 
 log = structlog.get_logger("podgrid.jobagent")
 

@@ -24,9 +24,9 @@ from typing import Final, Protocol
 import structlog
 from prometheus_client import Gauge
 
-from config.runtime import wait_event
-from jobagent.processes import exit_status, group_members, signal_group
-from jobagent.status import ACTIVITIES, AGENT_FILE
+from podgrid.config.runtime import wait_event
+from podgrid.jobagent.processes import exit_status, group_members, signal_group
+from podgrid.jobagent.status import ACTIVITIES, AGENT_FILE
 
 log = structlog.get_logger("podgrid.site")
 

@@ -18,12 +18,12 @@ from typing import Final, TypeVar
 import aiohttp
 import structlog
 
-from config.retry import retry_policy
-from config.runtime import wait_event
-from config.settings import PodSettings
-from jobagent.servers import ServerOffer, fitting, offers_from_samples, stale_after_ms
-from jobagent.slot import Slot
-from monitoring.client import RegistryClient, RegistryError, RegistryUnavailable
+from podgrid.config.retry import retry_policy
+from podgrid.config.runtime import wait_event
+from podgrid.config.settings import PodSettings
+from podgrid.jobagent.servers import ServerOffer, fitting, offers_from_samples, stale_after_ms
+from podgrid.jobagent.slot import Slot
+from podgrid.monitoring.client import RegistryClient, RegistryError, RegistryUnavailable
 
 log = structlog.get_logger("podgrid.jobagent")
 

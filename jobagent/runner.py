@@ -9,17 +9,17 @@ from typing import Any
 import aiohttp
 import structlog
 
-from config.refresher import ConfigRefresher
-from config.runtime import capture_signals
-from jobagent.agent import Agent
-from jobagent.poller import ServerPoller
-from jobagent.service import serve_http
-from jobagent.settings import AgentSettings
-from jobagent.slot import SlotFlags, describe_slot
-from jobagent.status import Accounting, StatusReporter
-from masterqueue.client import MasterQueueClient
-from monitoring.client import RegistryClient
-from monitoring.publish_target import open_publisher
+from podgrid.config.refresher import ConfigRefresher
+from podgrid.config.runtime import capture_signals
+from podgrid.jobagent.agent import Agent
+from podgrid.jobagent.poller import ServerPoller
+from podgrid.jobagent.service import serve_http
+from podgrid.jobagent.settings import AgentSettings
+from podgrid.jobagent.slot import SlotFlags, describe_slot
+from podgrid.jobagent.status import Accounting, StatusReporter
+from podgrid.masterqueue.client import MasterQueueClient
+from podgrid.monitoring.client import RegistryClient
+from podgrid.monitoring.publish_target import open_publisher
 
 log = structlog.get_logger("podgrid.jobagent")
 

@@ -14,8 +14,8 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from jobagent.slot import Slot
-from monitoring.client import Sample
+from podgrid.jobagent.slot import Slot
+from podgrid.monitoring.client import Sample
 
 CLUSTER: Final = "PoD_Masters"
 STALE_FACTOR: Final = 3  # a server silent for this many publish intervals is presumed gone

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from jobagent.keys import STATUS, StatusFn
+from podgrid.jobagent.keys import STATUS, StatusFn
 
 
 async def healthz(request: web.Request) -> web.Response:

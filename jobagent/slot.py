@@ -16,7 +16,7 @@ from typing import Final
 
 import psutil
 
-from masterqueue.models import SlotDescription
+from podgrid.masterqueue.models import SlotDescription
 
 PACKAGES_ENV: Final = "PODGRID_SLOT_PACKAGES"  # comma-separated packages the slot offers
 BYTES_PER_MB: Final = 1024 * 1024

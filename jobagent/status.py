@@ -21,8 +21,8 @@ from typing import Any, Final, Literal
 import structlog
 from prometheus_client import Counter, Gauge
 
-from config.runtime import wait_event
-from monitoring.client import Publisher, RegistryError
+from podgrid.config.runtime import wait_event
+from podgrid.monitoring.client import Publisher, RegistryError
 
 log = structlog.get_logger("podgrid.jobagent")
 

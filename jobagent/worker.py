@@ -22,8 +22,8 @@ from typing import Final, Literal
 
 import structlog
 
-from jobagent.attach import Grant
-from jobagent.processes import exit_status, stop_group
+from podgrid.jobagent.attach import Grant
+from podgrid.jobagent.processes import exit_status, stop_group
 
 log = structlog.get_logger("podgrid.jobagent")
 

@@ -2,12 +2,12 @@
 
 Stores requests and jobs (MariaDB or SQLite through SQLAlchemy Core), matches batch jobs to
 agents exactly once, and launches brokers on master hosts. :class:`Store` is the storage API;
-the HTTP layer maps the errors below to status codes (see :mod:`masterqueue.errors`).
+the HTTP layer maps the errors below to status codes (see :mod:`podgrid.masterqueue.errors`).
 """
 
 from typing import TYPE_CHECKING, Any
 
-from masterqueue.errors import (
+from podgrid.masterqueue.errors import (
     Conflict,
     DatabaseUnavailable,
     IllegalTransition,
@@ -17,7 +17,7 @@ from masterqueue.errors import (
     NotOwner,
     StaleLease,
 )
-from masterqueue.models import (
+from podgrid.masterqueue.models import (
     Claim,
     JobEvent,
     JobRecord,
@@ -29,21 +29,21 @@ from masterqueue.models import (
     SlotDescription,
     WorkerInfo,
 )
-from masterqueue.states import JobState, RequestState
+from podgrid.masterqueue.states import JobState, RequestState
 
 if TYPE_CHECKING:
-    from masterqueue.hosts import MasterHost
-    from masterqueue.migrate import migrate
-    from masterqueue.store import Store
-    from masterqueue.sweeps import Swept
+    from podgrid.masterqueue.hosts import MasterHost
+    from podgrid.masterqueue.migrate import migrate
+    from podgrid.masterqueue.store import Store
+    from podgrid.masterqueue.sweeps import Swept
 
 # The storage layer pulls in SQLAlchemy and Alembic (~0.6 s); brokers and agents import this
 # package only for the client and the models, so these names load on first use.
 _LAZY = {
-    "MasterHost": "masterqueue.hosts",
-    "migrate": "masterqueue.migrate",
-    "Store": "masterqueue.store",
-    "Swept": "masterqueue.sweeps",
+    "MasterHost": "podgrid.masterqueue.hosts",
+    "migrate": "podgrid.masterqueue.migrate",
+    "Store": "podgrid.masterqueue.store",
+    "Swept": "podgrid.masterqueue.sweeps",
 }
 
 

@@ -5,7 +5,7 @@ doubled the CPU a claim needs, which capped matching throughput on a small maste
 :class:`DriverStatement` is still a SQLAlchemy Core statement, compiled once per dialect
 (so SQL stays portable and typed in one place), but executed with the driver's own async
 cursor on the connection SQLAlchemy has checked out and begun: same session, same
-transaction, same commit/rollback and retry handling in :class:`masterqueue.db.Database`.
+transaction, same commit/rollback and retry handling in :class:`podgrid.masterqueue.db.Database`.
 Only plain values cross this path (ints, strings; JSON comes back as text).
 """
 

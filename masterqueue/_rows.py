@@ -11,11 +11,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from config.request import ServerRequest
-from masterqueue.db import from_ms, from_ms_required
-from masterqueue.errors import Conflict, NotFound
-from masterqueue.models import JobEvent, JobRecord, JobSpec, RequestEvent, RequestRecord
-from masterqueue.schema import idempotency_keys, job_events, jobs, request_events, requests
+from podgrid.config.request import ServerRequest
+from podgrid.masterqueue.db import from_ms, from_ms_required
+from podgrid.masterqueue.errors import Conflict, NotFound
+from podgrid.masterqueue.models import JobEvent, JobRecord, JobSpec, RequestEvent, RequestRecord
+from podgrid.masterqueue.schema import idempotency_keys, job_events, jobs, request_events, requests
 
 # Stored requests were validated on submission under the operator's cap; do not re-check it.
 _NO_CAP = {"max_workers_cap": 2**31}
@@ -24,7 +24,7 @@ MAX_PAGE = 1000  # rows per listing page
 
 
 def delimited(items: tuple[str, ...] | list[str]) -> str:
-    """``("b", "a")`` → ``",a,b,"``; ``()`` → ``","`` (see :mod:`masterqueue.schema`)."""
+    """``("b", "a")`` → ``",a,b,"``; ``()`` → ``","`` (see :mod:`podgrid.masterqueue.schema`)."""
     return "," + "".join(f"{item}," for item in sorted(set(items)))
 
 

@@ -6,8 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from masterqueue.models import Role, WorkerInfo
-from masterqueue.states import RequestState
+from podgrid.masterqueue.models import Role, WorkerInfo
+from podgrid.masterqueue.states import RequestState
 
 
 class _Body(BaseModel):

@@ -3,16 +3,16 @@
 Roles: ``user`` (own requests and jobs), ``agent`` (match, job heartbeat and finish),
 ``broker`` (only the state of the request its token was made for), ``admin`` (everything,
 including ``POST /v1/tokens``). Lookups are cached for a few seconds by the token's SHA-256
-(never the plaintext): see :mod:`masterqueue.token_cache`.
+(never the plaintext): see :mod:`podgrid.masterqueue.token_cache`.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from masterqueue import keys
-from masterqueue.http_errors import ApiError
-from masterqueue.models import Principal, Role
+from podgrid.masterqueue import keys
+from podgrid.masterqueue.http_errors import ApiError
+from podgrid.masterqueue.models import Principal, Role
 
 MAX_TOKEN_CHARS = 512
 _BEARER = "bearer "

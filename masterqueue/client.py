@@ -1,13 +1,13 @@
 """The async HTTP client of the master queue, used by the broker, the job agents and the CLI.
 
 :class:`MasterQueueClient` has one typed method per endpoint of DESIGN.md "Master queue / API"
-and returns the pydantic records of :mod:`masterqueue.models`. An error answer becomes a
+and returns the pydantic records of :mod:`podgrid.masterqueue.models`. An error answer becomes a
 :class:`MasterQueueHTTPError` subclass chosen by status (401 :class:`Unauthorized`, 403
 :class:`Forbidden`, 404 :class:`NotFoundError`, 409 :class:`ConflictError`, other 4xx
-:class:`BadRequest`, 5xx :class:`ServerError`; all in :mod:`masterqueue.client_types`); a
+:class:`BadRequest`, 5xx :class:`ServerError`; all in :mod:`podgrid.masterqueue.client_types`); a
 service that cannot be reached raises :class:`MasterQueueUnreachable`.
 
-Retries (``config.retry.retry_policy(kind="masterqueue")``) cover connection failures and
+Retries (``podgrid.config.retry.retry_policy(kind="masterqueue")``) cover connection failures and
 502/503/504, but only where repeating is harmless: reads, cancels and kills (a repeat after a
 lost answer gets a 409 saying the record is already final), broker reports, job heartbeats
 and finishes (the service treats a repeated finish as harmless), and submissions (which always
@@ -28,9 +28,9 @@ from typing import Any, Final, Self, TypeVar
 import aiohttp
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from config.request import RequestFormat, ServerRequest
-from config.retry import retry_policy
-from masterqueue.client_types import (
+from podgrid.config.request import RequestFormat, ServerRequest
+from podgrid.config.retry import retry_policy
+from podgrid.masterqueue.client_types import (
     BadRequest,
     ConflictError,
     ConnectionReply,
@@ -47,7 +47,7 @@ from masterqueue.client_types import (
     WhoAmI,
     error_class,
 )
-from masterqueue.models import (
+from podgrid.masterqueue.models import (
     Claim,
     JobRecord,
     JobSpec,
@@ -56,7 +56,7 @@ from masterqueue.models import (
     SlotDescription,
     WorkerInfo,
 )
-from masterqueue.states import JobState, RequestState
+from podgrid.masterqueue.states import JobState, RequestState
 
 __all__ = [
     "BadRequest",

@@ -1,4 +1,4 @@
-"""Errors and answer shapes of the master-queue client (see :mod:`masterqueue.client`).
+"""Errors and answer shapes of the master-queue client (see :mod:`podgrid.masterqueue.client`).
 
 The service's error body ``{"error": code, "message": ..., "fields": [{"loc": [...],
 "msg": ...}]}`` becomes a :class:`MasterQueueHTTPError` subclass chosen by status.
@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from masterqueue.models import JobEvent, JobRecord, RequestEvent, RequestRecord, Role
-from masterqueue.states import RequestState
+from podgrid.masterqueue.models import JobEvent, JobRecord, RequestEvent, RequestRecord, Role
+from podgrid.masterqueue.states import RequestState
 
 __all__ = [
     "BadRequest",

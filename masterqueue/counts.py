@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from masterqueue.schema import jobs, requests
+from podgrid.masterqueue.schema import jobs, requests
 
 
 async def state_counts(conn: AsyncConnection) -> tuple[dict[str, int], dict[str, int]]:

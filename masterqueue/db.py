@@ -1,7 +1,7 @@
 """The database handle of the store: engine set-up, transactions, retries, the clock.
 
 Every transaction runs through :meth:`Database.run`, which retries the *whole* transaction
-through ``config.retry.retry_policy(kind="db")`` on transient errors (MariaDB restarting or
+through ``podgrid.config.retry.retry_policy(kind="db")`` on transient errors (MariaDB restarting or
 dropping the connection, deadlock 1213, lock wait timeout 1205, SQLite "database is locked").
 Transactions are therefore written to be safe to run again (idempotency keys, compare-and-set).
 
@@ -25,8 +25,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from config.retry import retry_policy
-from masterqueue.errors import DatabaseUnavailable
+from podgrid.config.retry import retry_policy
+from podgrid.masterqueue.errors import DatabaseUnavailable
 
 T = TypeVar("T")
 log = structlog.get_logger("podgrid.masterqueue")

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from masterqueue.http_errors import ApiError, validation_error
+from podgrid.masterqueue.http_errors import ApiError, validation_error
 
 M = TypeVar("M", bound=BaseModel)
 E = TypeVar("E")

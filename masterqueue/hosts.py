@@ -8,8 +8,8 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from masterqueue.db import from_ms, from_ms_required, now_ms
-from masterqueue.schema import master_hosts
+from podgrid.masterqueue.db import from_ms, from_ms_required, now_ms
+from podgrid.masterqueue.schema import master_hosts
 
 
 class MasterHost(BaseModel):

@@ -17,9 +17,9 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-import masterqueue.keys as keys
-from config.request_errors import RequestError
-from masterqueue.errors import (
+import podgrid.masterqueue.keys as keys
+from podgrid.config.request_errors import RequestError
+from podgrid.masterqueue.errors import (
     Conflict,
     DatabaseUnavailable,
     IllegalTransition,

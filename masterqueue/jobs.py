@@ -1,8 +1,9 @@
 """Batch jobs: submission, reads, and the lease-fenced heartbeat/finish of a claimed job.
 
-A claim (see :mod:`masterqueue.matcher`) hands an agent a fresh ``lease_token``. Heartbeat and
-finish are compare-and-set UPDATEs on that token, so once a lease is lost (swept back to
-WAITING, re-claimed, killed) the old agent's calls are refused with :class:`StaleLease`.
+A claim (see :mod:`podgrid.masterqueue.matcher`) hands an agent a fresh ``lease_token``.
+Heartbeat and finish are compare-and-set UPDATEs on that token, so once a lease is lost (swept
+back to WAITING, re-claimed, killed) the old agent's calls are refused with
+:class:`StaleLease`.
 A lease past its expiry that no sweep has taken away yet is still honoured.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from masterqueue._rows import (
+from podgrid.masterqueue._rows import (
     body_hash,
     delimited,
     find_idempotent,
@@ -24,11 +25,11 @@ from masterqueue._rows import (
     page_query,
     save_idempotent,
 )
-from masterqueue.db import now_ms
-from masterqueue.errors import IllegalTransition, NotOwner, StaleLease
-from masterqueue.models import JobRecord, JobSpec
-from masterqueue.schema import job_events, jobs
-from masterqueue.states import JOB_FINAL, JOB_LEASED, JobState
+from podgrid.masterqueue.db import now_ms
+from podgrid.masterqueue.errors import IllegalTransition, NotOwner, StaleLease
+from podgrid.masterqueue.models import JobRecord, JobSpec
+from podgrid.masterqueue.schema import job_events, jobs
+from podgrid.masterqueue.states import JOB_FINAL, JOB_LEASED, JobState
 
 _PROGRESS = (JobState.ASSIGNED, JobState.STARTED, JobState.RUNNING)
 

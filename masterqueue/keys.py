@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from masterqueue.loops import LaunchLoop
-from masterqueue.metrics import MasterQueueMetrics
-from masterqueue.settings import MasterQueueSettings
-from masterqueue.store import Store
-from masterqueue.token_cache import TokenCache
+from podgrid.masterqueue.loops import LaunchLoop
+from podgrid.masterqueue.metrics import MasterQueueMetrics
+from podgrid.masterqueue.settings import MasterQueueSettings
+from podgrid.masterqueue.store import Store
+from podgrid.masterqueue.token_cache import TokenCache
 
 
 @dataclass

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import psutil
 
-from masterqueue.models import RequestRecord
+from podgrid.masterqueue.models import RequestRecord
 
 TOKEN_ENV = "PODGRID_TOKEN"  # noqa: S105 - a variable name, not a secret
 URL_ENV = "PODGRID_URL"

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 import asyncssh
 
-from masterqueue.launcher import (
+from podgrid.masterqueue.launcher import (
     EXIT_UNKNOWN,
     LOG_TAIL_LINES,
     REASON_MAX_CHARS,
@@ -25,7 +25,7 @@ from masterqueue.launcher import (
     LaunchHandle,
     describe_code,
 )
-from masterqueue.models import RequestRecord
+from podgrid.masterqueue.models import RequestRecord
 
 SSH_CONNECT_TIMEOUT_S = 10.0
 SSH_COMMAND_TIMEOUT_S = 20.0

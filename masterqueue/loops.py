@@ -21,14 +21,14 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from config.runtime import wait_event
-from masterqueue.errors import IllegalTransition, MasterQueueError, NotFound
-from masterqueue.launcher import REGISTRY_ENV, URL_ENV, Launcher, LaunchHandle, stop
-from masterqueue.metrics import MasterQueueMetrics
-from masterqueue.models import RequestRecord
-from masterqueue.states import JOB_LEASED, REQUEST_FINAL, JobState, RequestState
-from masterqueue.store import Store
-from monitoring.client import Publisher
+from podgrid.config.runtime import wait_event
+from podgrid.masterqueue.errors import IllegalTransition, MasterQueueError, NotFound
+from podgrid.masterqueue.launcher import REGISTRY_ENV, URL_ENV, Launcher, LaunchHandle, stop
+from podgrid.masterqueue.metrics import MasterQueueMetrics
+from podgrid.masterqueue.models import RequestRecord
+from podgrid.masterqueue.states import JOB_LEASED, REQUEST_FINAL, JobState, RequestState
+from podgrid.masterqueue.store import Store
+from podgrid.monitoring.client import Publisher
 
 log = structlog.get_logger("podgrid.masterqueue")
 

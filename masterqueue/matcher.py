@@ -2,14 +2,15 @@
 
 The query walks ``ix_jobs_match`` (state, priority DESC, created_ms, id) and stops at the first
 row that fits the slot: cores, memory and TTL by comparison, sites and packages through the
-delimited keys of :mod:`masterqueue.schema`. On MariaDB the read is ``FOR UPDATE SKIP LOCKED``
+delimited keys of :mod:`podgrid.masterqueue.schema`. On MariaDB the read is
+``FOR UPDATE SKIP LOCKED``
 (concurrent claimers pass over each other's rows; READ COMMITTED releases rows that did not
 fit); on SQLite the claim runs in a ``BEGIN IMMEDIATE`` transaction, one writer at a time.
 Either way the UPDATE is also conditional on ``state = 'WAITING'``, so a job is handed out once.
 
 The statements are built once (per number of slot packages) with bound parameters and run
-through :class:`masterqueue._driver.DriverStatement`: the claim is the hot path, and building
-and executing SQL expressions per call cost more CPU than the round trips themselves.
+through :class:`podgrid.masterqueue._driver.DriverStatement`: the claim is the hot path, and
+building and executing SQL expressions per call cost more CPU than the round trips themselves.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from functools import cache
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from masterqueue._driver import DriverStatement
-from masterqueue._rows import job_record
-from masterqueue.db import now_ms
-from masterqueue.models import Claim, SlotDescription
-from masterqueue.schema import job_events, jobs
-from masterqueue.states import JobState
+from podgrid.masterqueue._driver import DriverStatement
+from podgrid.masterqueue._rows import job_record
+from podgrid.masterqueue.db import now_ms
+from podgrid.masterqueue.models import Claim, SlotDescription
+from podgrid.masterqueue.schema import job_events, jobs
+from podgrid.masterqueue.states import JobState
 
 MIN_LEASE_S = 1.0  # seconds
 MAX_LEASE_S = 86_400.0  # seconds

@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
-from config.request import PackageName, ServerRequest, SiteName
-from masterqueue.states import JobState, RequestState
+from podgrid.config.request import PackageName, ServerRequest, SiteName
+from podgrid.masterqueue.states import JobState, RequestState
 
 Role = Literal["user", "agent", "broker", "admin"]
 ROLES: tuple[Role, ...] = ("user", "agent", "broker", "admin")

@@ -1,7 +1,7 @@
 """Server requests: submission, reads, and compare-and-set state transitions.
 
 Every function takes an open transaction (``AsyncConnection``) and is run by the store through
-:meth:`masterqueue.db.Database.run`, which may run it again after a transient error.
+:meth:`podgrid.masterqueue.db.Database.run`, which may run it again after a transient error.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from config.request import ServerRequest
-from masterqueue._rows import (
+from podgrid.config.request import ServerRequest
+from podgrid.masterqueue._rows import (
     body_hash,
     find_idempotent,
     inserted_id,
@@ -21,11 +21,11 @@ from masterqueue._rows import (
     request_record,
     save_idempotent,
 )
-from masterqueue.db import now_ms
-from masterqueue.errors import IllegalTransition, NotOwner
-from masterqueue.models import RequestRecord, WorkerInfo
-from masterqueue.schema import request_events, requests
-from masterqueue.states import RequestState, request_move_allowed, request_path
+from podgrid.masterqueue.db import now_ms
+from podgrid.masterqueue.errors import IllegalTransition, NotOwner
+from podgrid.masterqueue.models import RequestRecord, WorkerInfo
+from podgrid.masterqueue.schema import request_events, requests
+from podgrid.masterqueue.states import RequestState, request_move_allowed, request_path
 
 CAS_ROUNDS = 3  # re-reads after losing a compare-and-set race before giving up
 

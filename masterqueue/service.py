@@ -22,18 +22,18 @@ import structlog
 from aiohttp import web
 from sqlalchemy.engine import make_url
 
-from config.hierarchy import default_ldif, resolve
-from config.runtime import write_private_file
-from masterqueue import keys, views, views_jobs
-from masterqueue.http_errors import error_middleware
-from masterqueue.launcher import Launcher, LocalLauncher
-from masterqueue.launcher_ssh import SshLauncher
-from masterqueue.loops import LaunchLoop, QueueDepthPublisher, SweepLoop, run_every
-from masterqueue.metrics import MasterQueueMetrics
-from masterqueue.settings import MasterQueueSettings
-from masterqueue.store import Store
-from masterqueue.token_cache import TokenCache
-from monitoring.publish_target import open_publisher
+from podgrid.config.hierarchy import default_ldif, resolve
+from podgrid.config.runtime import write_private_file
+from podgrid.masterqueue import keys, views, views_jobs
+from podgrid.masterqueue.http_errors import error_middleware
+from podgrid.masterqueue.launcher import Launcher, LocalLauncher
+from podgrid.masterqueue.launcher_ssh import SshLauncher
+from podgrid.masterqueue.loops import LaunchLoop, QueueDepthPublisher, SweepLoop, run_every
+from podgrid.masterqueue.metrics import MasterQueueMetrics
+from podgrid.masterqueue.settings import MasterQueueSettings
+from podgrid.masterqueue.store import Store
+from podgrid.masterqueue.token_cache import TokenCache
+from podgrid.monitoring.publish_target import open_publisher
 
 log = structlog.get_logger("podgrid.masterqueue")
 

@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from config.request import DEFAULT_MAX_WORKERS_CAP
-from config.runtime import default_state_dir
+from podgrid.config.request import DEFAULT_MAX_WORKERS_CAP
+from podgrid.config.runtime import default_state_dir
 
 DEFAULT_HTTP_PORT = 8886
 DEFAULT_BROKER_HEARTBEAT_TIMEOUT_S = 30.0

@@ -2,8 +2,8 @@
 
 Build it from an ``AsyncEngine`` (``Store(engine)``) or a URL (``await Store.connect(url)``);
 call :meth:`Store.migrate` once at start-up. Every method is one transaction, retried whole on
-transient database errors (see :mod:`masterqueue.db`), and raises the domain errors of
-:mod:`masterqueue.errors`. Times are timezone-aware UTC datetimes.
+transient database errors (see :mod:`podgrid.masterqueue.db`), and raises the domain errors of
+:mod:`podgrid.masterqueue.errors`. Times are timezone-aware UTC datetimes.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from config.request import ServerRequest
-from masterqueue import counts, hosts, jobs, matcher, requests, sweeps, tokens
-from masterqueue._rows import (
+from podgrid.config.request import ServerRequest
+from podgrid.masterqueue import counts, hosts, jobs, matcher, requests, sweeps, tokens
+from podgrid.masterqueue._rows import (
     job_record,
     job_timeline,
     load_job,
@@ -24,10 +24,10 @@ from masterqueue._rows import (
     request_record,
     request_timeline,
 )
-from masterqueue.db import DB_RETRY_DEADLINE_S, Database, create_engine, epoch_ms
-from masterqueue.hosts import MasterHost
-from masterqueue.migrate import migrate
-from masterqueue.models import (
+from podgrid.masterqueue.db import DB_RETRY_DEADLINE_S, Database, create_engine, epoch_ms
+from podgrid.masterqueue.hosts import MasterHost
+from podgrid.masterqueue.migrate import migrate
+from podgrid.masterqueue.models import (
     Claim,
     JobEvent,
     JobRecord,
@@ -39,8 +39,8 @@ from masterqueue.models import (
     SlotDescription,
     WorkerInfo,
 )
-from masterqueue.states import JobState, RequestState
-from masterqueue.sweeps import Swept
+from podgrid.masterqueue.states import JobState, RequestState
+from podgrid.masterqueue.sweeps import Swept
 
 
 def _now(now: datetime | None) -> int:

@@ -13,10 +13,17 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from masterqueue.jobs import job_event
-from masterqueue.requests import cas_move
-from masterqueue.schema import idempotency_keys, job_events, jobs, request_events, requests, tokens
-from masterqueue.states import JOB_FINAL, JOB_LEASED, REQUEST_FINAL, JobState, RequestState
+from podgrid.masterqueue.jobs import job_event
+from podgrid.masterqueue.requests import cas_move
+from podgrid.masterqueue.schema import (
+    idempotency_keys,
+    job_events,
+    jobs,
+    request_events,
+    requests,
+    tokens,
+)
+from podgrid.masterqueue.states import JOB_FINAL, JOB_LEASED, REQUEST_FINAL, JobState, RequestState
 
 SWEEP_BATCH = 500  # rows looked at per sweep call
 _WAITING_FOR_WORKERS = (RequestState.WAITING, RequestState.STARTING, RequestState.PUBLISHING)

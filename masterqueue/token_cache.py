@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import time
 
-from masterqueue.models import Principal
-from masterqueue.store import Store
+from podgrid.masterqueue.models import Principal
+from podgrid.masterqueue.store import Store
 
 MAX_CACHED_TOKENS = 10_000
 

@@ -8,10 +8,10 @@ import secrets
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from masterqueue._rows import inserted_id, load_request
-from masterqueue.db import now_ms
-from masterqueue.models import ROLES, Principal, Role
-from masterqueue.schema import requests, tokens
+from podgrid.masterqueue._rows import inserted_id, load_request
+from podgrid.masterqueue.db import now_ms
+from podgrid.masterqueue.models import ROLES, Principal, Role
+from podgrid.masterqueue.schema import requests, tokens
 
 TOKEN_PREFIX = "pgt_"  # noqa: S105 - a prefix, not a secret
 TOKEN_BYTES = 32

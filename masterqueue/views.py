@@ -1,7 +1,8 @@
 """HTTP API of the master queue (JSON; bearer tokens). Server-request, token and health views.
 
-Batch-job and match views are in :mod:`masterqueue.views_jobs`. Every call except ``/healthz``
-and ``/metrics`` needs ``Authorization: Bearer <token>``. Times are ISO 8601 UTC strings.
+Batch-job and match views are in :mod:`podgrid.masterqueue.views_jobs`. Every call except
+``/healthz`` and ``/metrics`` needs ``Authorization: Bearer <token>``. Times are ISO 8601
+UTC strings.
 
 Errors (every 4xx/5xx)::
 
@@ -70,12 +71,12 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from config.request import RequestFormat, parse_request
-from config.request_errors import RequestError
-from masterqueue import keys
-from masterqueue.api_models import BrokerReport, TokenCreate
-from masterqueue.auth import ensure_owner, owner_filter, principal, require
-from masterqueue.edge import (
+from podgrid.config.request import RequestFormat, parse_request
+from podgrid.config.request_errors import RequestError
+from podgrid.masterqueue import keys
+from podgrid.masterqueue.api_models import BrokerReport, TokenCreate
+from podgrid.masterqueue.auth import ensure_owner, owner_filter, principal, require
+from podgrid.masterqueue.edge import (
     body_text,
     idempotency_key,
     json_body,
@@ -84,10 +85,10 @@ from masterqueue.edge import (
     path_id,
     state_params,
 )
-from masterqueue.errors import IllegalTransition
-from masterqueue.http_errors import ApiError, request_config_error
-from masterqueue.models import Principal, RequestRecord
-from masterqueue.states import REQUEST_FINAL, RequestState
+from podgrid.masterqueue.errors import IllegalTransition
+from podgrid.masterqueue.http_errors import ApiError, request_config_error
+from podgrid.masterqueue.models import Principal, RequestRecord
+from podgrid.masterqueue.states import REQUEST_FINAL, RequestState
 
 _FORMATS: dict[str, RequestFormat] = {
     "application/toml": "toml",

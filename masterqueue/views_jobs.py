@@ -1,4 +1,4 @@
-"""HTTP views of batch jobs and the matcher (bodies documented in :mod:`masterqueue.views`)."""
+"""HTTP views of batch jobs and the matcher (bodies: :mod:`podgrid.masterqueue.views`)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,19 @@ from typing import Any
 
 from aiohttp import web
 
-from masterqueue import keys
-from masterqueue.api_models import JobFinish, JobHeartbeat
-from masterqueue.auth import ensure_owner, owner_filter, require
-from masterqueue.edge import idempotency_key, json_body, page, page_params, path_id, state_params
-from masterqueue.models import JobRecord, JobSpec, SlotDescription
-from masterqueue.states import JobState
+from podgrid.masterqueue import keys
+from podgrid.masterqueue.api_models import JobFinish, JobHeartbeat
+from podgrid.masterqueue.auth import ensure_owner, owner_filter, require
+from podgrid.masterqueue.edge import (
+    idempotency_key,
+    json_body,
+    page,
+    page_params,
+    path_id,
+    state_params,
+)
+from podgrid.masterqueue.models import JobRecord, JobSpec, SlotDescription
+from podgrid.masterqueue.states import JobState
 
 
 def job_json(record: JobRecord) -> dict[str, Any]:

@@ -4,8 +4,8 @@ ApMon UDP and HTTP ingest, MonALISA REST queries with a long-poll extension, Pro
 metrics and a live dashboard: where PoD servers advertise themselves and agents look.
 """
 
-from monitoring.apmon import ApMonDatagram, DatagramError, decode_datagram
-from monitoring.client import (
+from podgrid.monitoring.apmon import ApMonDatagram, DatagramError, decode_datagram
+from podgrid.monitoring.client import (
     ApMonPublisher,
     HttpPublisher,
     Publisher,
@@ -19,10 +19,10 @@ from monitoring.client import (
     rest_path,
     wait_for,
 )
-from monitoring.query import Query, QueryError, parse_query
-from monitoring.service import RunningRegistry, create_app, run_registry, udp_address
-from monitoring.settings import RegistrySettings
-from monitoring.store import Store
+from podgrid.monitoring.query import Query, QueryError, parse_query
+from podgrid.monitoring.service import RunningRegistry, create_app, run_registry, udp_address
+from podgrid.monitoring.settings import RegistrySettings
+from podgrid.monitoring.store import Store
 
 __all__ = [
     "ApMonDatagram",

@@ -14,7 +14,7 @@ import math
 import struct
 from dataclasses import dataclass
 
-from monitoring.history import Value
+from podgrid.monitoring.history import Value
 
 TYPE_STRING = 0
 TYPE_INT32 = 2

@@ -19,9 +19,9 @@ import aiohttp
 import structlog
 from yarl import URL
 
-from config.retry import retry_policy
-from monitoring.apmon_publisher import SEND_FAILURES, ApMonPublisher, ParamValue
-from monitoring.rest_parse import (
+from podgrid.config.retry import retry_policy
+from podgrid.monitoring.apmon_publisher import SEND_FAILURES, ApMonPublisher, ParamValue
+from podgrid.monitoring.rest_parse import (
     MEDIA_TYPES,
     Format,
     ParseError,

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Literal
 
-from monitoring.history import Value
+from podgrid.monitoring.history import Value
 
 Format = Literal["text/plain", "text/csv", "application/json"]
 FORMATS: tuple[Format, ...] = ("text/plain", "text/csv", "application/json")

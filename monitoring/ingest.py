@@ -14,11 +14,11 @@ from typing import Any
 
 import structlog
 
-from monitoring.apmon import DatagramError, decode_datagram
-from monitoring.history import Value
-from monitoring.longpoll import LongPollHub
-from monitoring.metrics import RegistryMetrics
-from monitoring.store import Store
+from podgrid.monitoring.apmon import DatagramError, decode_datagram
+from podgrid.monitoring.history import Value
+from podgrid.monitoring.longpoll import LongPollHub
+from podgrid.monitoring.metrics import RegistryMetrics
+from podgrid.monitoring.store import Store
 
 log = structlog.get_logger("podgrid.monitoring")
 

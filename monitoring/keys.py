@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from monitoring.ingest import Ingestor
-from monitoring.longpoll import LongPollHub
-from monitoring.metrics import RegistryMetrics
-from monitoring.settings import RegistrySettings
-from monitoring.store import Store
+from podgrid.monitoring.ingest import Ingestor
+from podgrid.monitoring.longpoll import LongPollHub
+from podgrid.monitoring.metrics import RegistryMetrics
+from podgrid.monitoring.settings import RegistrySettings
+from podgrid.monitoring.store import Store
 
 SETTINGS = web.AppKey("settings", RegistrySettings)
 STORE = web.AppKey("store", Store)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from monitoring.history import Value
-from monitoring.query import Query
+from podgrid.monitoring.history import Value
+from podgrid.monitoring.query import Query
 
 
 class TooManyWaiters(RuntimeError):

@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from monitoring.patterns import MATCH_ALL, Pattern
-from monitoring.store import Store
+from podgrid.monitoring.patterns import MATCH_ALL, Pattern
+from podgrid.monitoring.store import Store
 
 SERVERS_CLUSTER = "PoD_Masters"
 _SERVER_PARAMS = Pattern.parse("NeededWorkers|Workers")

@@ -18,10 +18,10 @@ from pydantic import (
     ValidationError,
 )
 
-from monitoring import keys
-from monitoring.apmon import MAX_NAME_CHARS, MAX_VALUE_CHARS
-from monitoring.history import Value
-from monitoring.ingest import MAX_FUTURE_MS
+from podgrid.monitoring import keys
+from podgrid.monitoring.apmon import MAX_NAME_CHARS, MAX_VALUE_CHARS
+from podgrid.monitoring.history import Value
+from podgrid.monitoring.ingest import MAX_FUTURE_MS
 
 MAX_BATCH_ITEMS = 10_000
 

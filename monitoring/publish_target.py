@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from monitoring.apmon_publisher import ApMonPublisher
-from monitoring.client import HttpPublisher, Publisher
+from podgrid.monitoring.apmon_publisher import ApMonPublisher
+from podgrid.monitoring.client import HttpPublisher, Publisher
 
 DEFAULT_APMON_PORT = 8884  # MonALISA's ApMon UDP port
 HTTP_ATTEMPTS = 2  # a publish is repeated every interval anyway: do not pile up retries

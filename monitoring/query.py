@@ -12,9 +12,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from monitoring.formats import Format, FormatError, negotiate
-from monitoring.history import Value
-from monitoring.patterns import Pattern
+from podgrid.monitoring.formats import Format, FormatError, negotiate
+from podgrid.monitoring.history import Value
+from podgrid.monitoring.patterns import Pattern
 
 MAX_WAIT_ACCEPTED_S = 86_400.0  # a longer wait is a mistake, not a wish: 400, not capped
 _INT_RE = re.compile(r"-?\d{1,19}")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from monitoring.formats import Row
-from monitoring.patterns import MATCH_ALL
-from monitoring.query import Query
-from monitoring.store import Store
+from podgrid.monitoring.formats import Row
+from podgrid.monitoring.patterns import MATCH_ALL
+from podgrid.monitoring.query import Query
+from podgrid.monitoring.store import Store
 
 
 def find_rows(store: Store, query: Query, now_ms: int) -> list[Row]:

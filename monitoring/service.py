@@ -16,13 +16,13 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from monitoring import keys, views
-from monitoring.ingest import ApMonProtocol, Ingestor
-from monitoring.longpoll import LongPollHub
-from monitoring.metrics import RegistryMetrics
-from monitoring.publish import publish
-from monitoring.settings import RegistrySettings
-from monitoring.store import Store
+from podgrid.monitoring import keys, views
+from podgrid.monitoring.ingest import ApMonProtocol, Ingestor
+from podgrid.monitoring.longpoll import LongPollHub
+from podgrid.monitoring.metrics import RegistryMetrics
+from podgrid.monitoring.publish import publish
+from podgrid.monitoring.settings import RegistrySettings
+from podgrid.monitoring.store import Store
 
 log = structlog.get_logger("podgrid.monitoring")
 

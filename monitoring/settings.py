@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from config.runtime import default_state_dir
+from podgrid.config.runtime import default_state_dir
 
 # Defaults, with their units in the names.
 DEFAULT_HTTP_PORT = 8885

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from monitoring.history import History, Value
-from monitoring.patterns import Pattern
+from podgrid.monitoring.history import History, Value
+from podgrid.monitoring.patterns import Pattern
 
 # farm → cluster → node → parameter → series
 Tree = dict[str, dict[str, dict[str, dict[str, "Series"]]]]

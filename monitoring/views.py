@@ -8,12 +8,12 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from monitoring import keys
-from monitoring.formats import render_names, render_rows
-from monitoring.longpoll import TooManyWaiters
-from monitoring.query import Query, QueryError, parse_query
-from monitoring.search import changed_since, find_names, find_rows
-from monitoring.store import Store
+from podgrid.monitoring import keys
+from podgrid.monitoring.formats import render_names, render_rows
+from podgrid.monitoring.longpoll import TooManyWaiters
+from podgrid.monitoring.query import Query, QueryError, parse_query
+from podgrid.monitoring.search import changed_since, find_names, find_rows
+from podgrid.monitoring.store import Store
 
 STATIC_DIR = Path(__file__).parent / "static"
 NOW_HEADER = "X-Registry-Now-Ms"

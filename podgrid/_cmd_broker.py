@@ -3,7 +3,7 @@
 The broker token comes from ``PODGRID_TOKEN`` (the launcher sets it). The master queue is
 ``--masterqueue``, else ``PODGRID_URL``, else ``podMasterQueueURL``; the registry is
 ``--registry``, else ``PODGRID_REGISTRY_URL``, else ``podRegistryURL`` (see
-:mod:`broker.settings` for UDP vs HTTP; ``PODGRID_REGISTRY_TOKEN`` enables HTTP publishing).
+:mod:`podgrid.broker.settings` for UDP vs HTTP; ``PODGRID_REGISTRY_TOKEN`` enables HTTP publishing).
 Exit codes: 0 the cluster ended normally (done, cancelled, expired, SIGTERM), 1 a runtime
 failure (master queue unreachable at start, request already final, scheduler failure),
 2 bad flags or environment.
@@ -20,11 +20,11 @@ from pathlib import Path
 import structlog
 from pydantic import ValidationError
 
-from broker.settings import BrokerSettings
-from config import ConfigError, resolve, setup_logging
-from config.hierarchy import default_ldif
-from config.runtime import default_state_dir
-from masterqueue.launcher import REGISTRY_ENV, TOKEN_ENV, URL_ENV
+from podgrid.broker.settings import BrokerSettings
+from podgrid.config import ConfigError, resolve, setup_logging
+from podgrid.config.hierarchy import default_ldif
+from podgrid.config.runtime import default_state_dir
+from podgrid.masterqueue.launcher import REGISTRY_ENV, TOKEN_ENV, URL_ENV
 
 log = structlog.get_logger("podgrid.broker")
 
@@ -93,9 +93,9 @@ def build_settings(args: argparse.Namespace) -> BrokerSettings:
 
 def serve_command(args: argparse.Namespace) -> int:
     """Handler of ``podgrid broker serve``."""
-    from broker.service import BrokerStartError, serve  # imports distributed: only here
-    from masterqueue.client import MasterQueueClientError
-    from masterqueue.states import RequestState
+    from podgrid.broker.service import BrokerStartError, serve  # imports distributed: only here
+    from podgrid.masterqueue.client import MasterQueueClientError
+    from podgrid.masterqueue.states import RequestState
 
     setup_logging(args.service_log_format, "INFO")
     try:

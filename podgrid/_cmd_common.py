@@ -18,10 +18,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from config.request_errors import RequestError
-from masterqueue.client import BadRequest, MasterQueueClientError, MasterQueueHTTPError
 from podgrid.client import NoConnectionYet, PodGrid, RequestFailed, WaitTimeout
+from podgrid.config.request_errors import RequestError
 from podgrid.endpoints import EndpointError
+from podgrid.masterqueue.client import BadRequest, MasterQueueClientError, MasterQueueHTTPError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

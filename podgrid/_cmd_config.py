@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from config.errors import ConfigError, ConfigSourceError
-from config.hierarchy import ResolvedConfig, default_ldif, resolve
-from config.settings import FIELD_ATTRIBUTES
+from podgrid.config.errors import ConfigError, ConfigSourceError
+from podgrid.config.hierarchy import ResolvedConfig, default_ldif, resolve
+from podgrid.config.settings import FIELD_ATTRIBUTES
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from config import default_ldif, setup_logging
-from config.errors import ConfigError
-from config.runtime import default_state_dir
-from jobagent.runner import run_agent
-from jobagent.settings import DEFAULT_GRACE_S, AgentSettings
-from jobagent.slot import SlotError, SlotFlags
+from podgrid.config import default_ldif, setup_logging
+from podgrid.config.errors import ConfigError
+from podgrid.config.runtime import default_state_dir
+from podgrid.jobagent.runner import run_agent
+from podgrid.jobagent.settings import DEFAULT_GRACE_S, AgentSettings
+from podgrid.jobagent.slot import SlotError, SlotFlags
 
 TOKEN_ENV = "PODGRID_TOKEN"  # noqa: S105 - a variable name, not a secret
 REGISTRY_TOKEN_ENV = "PODGRID_REGISTRY_TOKEN"  # noqa: S105 - a variable name

@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from config.units import UnitError, parse_duration_s, parse_memory_mb
 from podgrid import _cmd_render as render
 from podgrid._cmd_common import UsageError, endpoint_flags, json_flag, print_json, run
 from podgrid.client import PodGrid
+from podgrid.config.units import UnitError, parse_duration_s, parse_memory_mb
 
 
 def register(sub: Any) -> None:

@@ -18,13 +18,13 @@ import sqlalchemy as sa
 import structlog
 from pydantic import ValidationError
 
-from config import setup_logging
-from config.errors import ConfigError
-from config.runtime import capture_signals
-from masterqueue.errors import MasterQueueError
-from masterqueue.service import LauncherUnavailable, run_masterqueue
-from masterqueue.settings import DEFAULT_HTTP_PORT, MasterQueueSettings
 from podgrid._cmd_monitoring import host_port
+from podgrid.config import setup_logging
+from podgrid.config.errors import ConfigError
+from podgrid.config.runtime import capture_signals
+from podgrid.masterqueue.errors import MasterQueueError
+from podgrid.masterqueue.service import LauncherUnavailable, run_masterqueue
+from podgrid.masterqueue.settings import DEFAULT_HTTP_PORT, MasterQueueSettings
 
 log = structlog.get_logger("podgrid.masterqueue")
 

@@ -13,10 +13,10 @@ from urllib.parse import urlsplit
 import structlog
 from pydantic import ValidationError
 
-from config import ConfigError, ConfigSourceError, default_ldif, resolve, setup_logging
-from config.runtime import capture_signals, write_private_file
-from monitoring.service import run_registry
-from monitoring.settings import DEFAULT_UDP_PORT, RegistrySettings
+from podgrid.config import ConfigError, ConfigSourceError, default_ldif, resolve, setup_logging
+from podgrid.config.runtime import capture_signals, write_private_file
+from podgrid.monitoring.service import run_registry
+from podgrid.monitoring.settings import DEFAULT_UDP_PORT, RegistrySettings
 
 log = structlog.get_logger("podgrid.monitoring")
 

@@ -16,10 +16,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from config.units import format_duration
-from masterqueue.client import JobDetail, RequestDetail
-from masterqueue.models import JobRecord, RequestRecord, WorkerInfo
-from masterqueue.states import REQUEST_FINAL
+from podgrid.config.units import format_duration
+from podgrid.masterqueue.client import JobDetail, RequestDetail
+from podgrid.masterqueue.models import JobRecord, RequestRecord, WorkerInfo
+from podgrid.masterqueue.states import REQUEST_FINAL
 
 
 def console(stderr: bool = False) -> Console:

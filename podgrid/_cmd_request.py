@@ -15,9 +15,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from config.request import DEFAULT_MAX_WORKERS_CAP, ServerRequest, load_request
-from config.request_errors import RequestError
-from config.units import format_duration
+from podgrid.config.request import DEFAULT_MAX_WORKERS_CAP, ServerRequest, load_request
+from podgrid.config.request_errors import RequestError
+from podgrid.config.units import format_duration
 
 
 def register(sub: Any) -> None:

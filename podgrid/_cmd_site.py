@@ -11,11 +11,11 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from config import setup_logging
-from config.runtime import capture_signals, default_state_dir
-from jobagent.factory import AgentSpec, LocalBackend, SiteFactory, agent_command
-from jobagent.service import serve_http
 from podgrid._cmd_jobagent import DEFAULT_SITE, host_port, positive_int, seconds
+from podgrid.config import setup_logging
+from podgrid.config.runtime import capture_signals, default_state_dir
+from podgrid.jobagent.factory import AgentSpec, LocalBackend, SiteFactory, agent_command
+from podgrid.jobagent.service import serve_http
 
 # Flags handed unchanged to every agent (name on the site command → agent flag).
 PASSED: dict[str, str] = {

@@ -19,8 +19,8 @@ from typing import Any
 
 import aiohttp
 
-from config.runtime import default_state_dir
-from masterqueue.settings import DEFAULT_HTTP_PORT
+from podgrid.config.runtime import default_state_dir
+from podgrid.masterqueue.settings import DEFAULT_HTTP_PORT
 
 URL_ENV = "PODGRID_URL"
 TOKEN_ENV = "PODGRID_TOKEN"  # noqa: S105 - a variable name, not a secret

@@ -16,12 +16,12 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
-from config.runtime import capture_signals, default_state_dir
-from masterqueue.client import MasterQueueClientError
-from monitoring.client import RegistryError
 from podgrid.client import NoConnectionYet, RequestFailed, WaitTimeout
+from podgrid.config.runtime import capture_signals, default_state_dir
 from podgrid.demo import DemoFailed, as_json, report_lines, run_demo
 from podgrid.localgrid import LocalGridError, PortMode, Say, run_local_grid
+from podgrid.masterqueue.client import MasterQueueClientError
+from podgrid.monitoring.client import RegistryError
 
 EXIT_OK, EXIT_FAILURE = 0, 1
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from masterqueue.client import RequestDetail
-from masterqueue.models import RequestRecord
 from podgrid import _cmd_render as render
 from podgrid._cmd_common import CommandFailed, endpoint_flags, json_flag, print_json, run
 from podgrid.client import ConnectionInfo, PodGrid, RequestFailed, WaitTimeout
+from podgrid.masterqueue.client import RequestDetail
+from podgrid.masterqueue.models import RequestRecord
 
 DEFAULT_WAIT_POLL_S = 1.0  # s between two polls while waiting
 

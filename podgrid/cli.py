@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import cast
 
-from config import setup_logging
+from podgrid.config import setup_logging
 
 # The top-level command → the module that registers it, in ``podgrid --help`` order. Only the
 # module of the command being run is imported: a broker or agent started by a launcher must

@@ -24,12 +24,12 @@ from typing import Any, Final, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from config.request import RequestFormat, ServerRequest, load_request, parse_request
-from config.request_errors import RequestError, RequestIssue
-from masterqueue.client import BadRequest, JobDetail, MasterQueueClient, RequestDetail
-from masterqueue.models import JobRecord, JobSpec, RequestRecord
-from masterqueue.states import REQUEST_FINAL, RequestState
+from podgrid.config.request import RequestFormat, ServerRequest, load_request, parse_request
+from podgrid.config.request_errors import RequestError, RequestIssue
 from podgrid.endpoints import Endpoint, discover
+from podgrid.masterqueue.client import BadRequest, JobDetail, MasterQueueClient, RequestDetail
+from podgrid.masterqueue.models import JobRecord, JobSpec, RequestRecord
+from podgrid.masterqueue.states import REQUEST_FINAL, RequestState
 
 __all__ = [
     "ACTIVE_STATES",

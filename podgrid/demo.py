@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from config.hierarchy import default_ldif
-from masterqueue.client import MasterQueueClient, RequestDetail
-from masterqueue.states import RequestState
 from podgrid import dimuon
 from podgrid.client import PodGrid
+from podgrid.config.hierarchy import default_ldif
 from podgrid.localgrid import LocalGrid, run_local_grid
+from podgrid.masterqueue.client import MasterQueueClient, RequestDetail
+from podgrid.masterqueue.states import RequestState
 
 Say = Callable[[str], None]
 

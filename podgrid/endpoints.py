@@ -11,7 +11,7 @@ Each value (the master-queue URL and the token) is looked up on its own, first h
 
 When a value is found nowhere, :class:`EndpointNotFound` names every place that was looked at.
 The state dir is ``$XDG_STATE_HOME/podgrid`` or ``~/.local/state/podgrid``
-(:func:`config.runtime.default_state_dir`, shared with the services).
+(:func:`podgrid.config.runtime.default_state_dir`, shared with the services).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from config.runtime import default_state_dir, write_private_file
+from podgrid.config.runtime import default_state_dir, write_private_file
 
 __all__ = [
     "ENDPOINTS_FILE_NAME",

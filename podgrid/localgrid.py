@@ -27,15 +27,15 @@ from typing import Final, Literal
 import psutil
 import structlog
 
-from config.hierarchy import default_ldif
-from masterqueue import keys as mq_keys
-from masterqueue.service import RunningMasterQueue, run_masterqueue
-from masterqueue.settings import MasterQueueSettings
-from masterqueue.states import REQUEST_FINAL
-from monitoring.client import RegistryClient, RegistryError
-from monitoring.service import run_registry
-from monitoring.settings import DEFAULT_HTTP_PORT, DEFAULT_UDP_PORT, RegistrySettings
+from podgrid.config.hierarchy import default_ldif
 from podgrid.endpoints import ENDPOINTS_FILE_NAME, LocalGridEndpoints
+from podgrid.masterqueue import keys as mq_keys
+from podgrid.masterqueue.service import RunningMasterQueue, run_masterqueue
+from podgrid.masterqueue.settings import MasterQueueSettings
+from podgrid.masterqueue.states import REQUEST_FINAL
+from podgrid.monitoring.client import RegistryClient, RegistryError
+from podgrid.monitoring.service import run_registry
+from podgrid.monitoring.settings import DEFAULT_HTTP_PORT, DEFAULT_UDP_PORT, RegistrySettings
 
 log = structlog.get_logger("podgrid.localgrid")
 

@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection :func:`masterqueue.migrate.migrate` passes in.
+"""Alembic environment: runs on the connection that ``podgrid.masterqueue.migrate`` passes in.
 
 ``migrate`` opens a connection on the service's async engine and calls Alembic through
 ``run_sync`` (the sync bridge), handing the connection over in ``config.attributes``.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from masterqueue.schema import metadata
+from podgrid.masterqueue.schema import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:

@@ -8,11 +8,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from config import set_testing
-from masterqueue.service import run_masterqueue
-from masterqueue.settings import MasterQueueSettings
-from monitoring.service import run_registry
-from monitoring.settings import RegistrySettings
+from podgrid.config import set_testing
+from podgrid.masterqueue.service import run_masterqueue
+from podgrid.masterqueue.settings import MasterQueueSettings
+from podgrid.monitoring.service import run_registry
+from podgrid.monitoring.settings import RegistrySettings
 from tests.broker.grid import Grid
 
 

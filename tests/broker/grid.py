@@ -15,12 +15,12 @@ from typing import Any
 
 import aiohttp
 
-from broker.service import RunningBroker, run_broker
-from broker.settings import BrokerSettings
-from masterqueue.client import MasterQueueClient, RequestDetail
-from masterqueue.service import RunningMasterQueue
-from monitoring.client import RegistryClient
-from monitoring.service import RunningRegistry
+from podgrid.broker.service import RunningBroker, run_broker
+from podgrid.broker.settings import BrokerSettings
+from podgrid.masterqueue.client import MasterQueueClient, RequestDetail
+from podgrid.masterqueue.service import RunningMasterQueue
+from podgrid.monitoring.client import RegistryClient
+from podgrid.monitoring.service import RunningRegistry
 
 DEFAULT_REQUEST = """
 [server]

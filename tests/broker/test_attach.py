@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from broker import keys
+from podgrid.broker import keys
 from tests.broker.grid import Grid, slot, until
 
 STORM_REQUEST = """

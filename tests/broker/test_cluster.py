@@ -9,10 +9,10 @@ import os
 from distributed import Client
 from distributed.security import Security
 
-from broker.tls import ClusterCA
-from masterqueue.client import MasterQueueClient
-from masterqueue.states import RequestState
+from podgrid.broker.tls import ClusterCA
 from podgrid.client import ConnectionInfo
+from podgrid.masterqueue.client import MasterQueueClient
+from podgrid.masterqueue.states import RequestState
 from tests.broker.grid import Grid, slot, until
 
 

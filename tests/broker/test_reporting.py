@@ -8,13 +8,13 @@ from pathlib import Path
 
 import aiohttp
 
-from broker.service import run_broker
-from config import set_testing
-from masterqueue.client import MasterQueueClient
-from masterqueue.service import run_masterqueue
-from masterqueue.settings import MasterQueueSettings
-from monitoring.service import run_registry
-from monitoring.settings import RegistrySettings
+from podgrid.broker.service import run_broker
+from podgrid.config import set_testing
+from podgrid.masterqueue.client import MasterQueueClient
+from podgrid.masterqueue.service import run_masterqueue
+from podgrid.masterqueue.settings import MasterQueueSettings
+from podgrid.monitoring.service import run_registry
+from podgrid.monitoring.settings import RegistrySettings
 from tests.broker.grid import Grid, inprocess_worker, slot, until
 
 REQUEST = """

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from masterqueue.client import MasterQueueClient
-from masterqueue.states import RequestState
+from podgrid.masterqueue.client import MasterQueueClient
+from podgrid.masterqueue.states import RequestState
 from tests.broker.grid import Grid, inprocess_worker, slot, until
 
 

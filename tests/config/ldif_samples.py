@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from config.hierarchy import default_ldif
+from podgrid.config.hierarchy import default_ldif
 
 CE_DN = "name=local-ce,ou=CE,ou=Services,ou=Local,ou=Sites,o=podgrid"
 SITE_DN = "ou=Local,ou=Sites,o=podgrid"

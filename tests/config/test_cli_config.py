@@ -10,8 +10,8 @@ from pathlib import Path
 import ldap3
 import pytest
 
-from config import ATTRIBUTE_FIELDS
 from podgrid.cli import main
+from podgrid.config import ATTRIBUTE_FIELDS
 from tests.config.ldif_samples import CE_DN, CONFIG_DN, SITE_DN, with_lines
 from tests.harness.ports import free_port
 from tests.harness.slapd import SlapdServer

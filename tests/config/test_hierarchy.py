@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from config import (
+from podgrid.config import (
     BUILTIN_DEFAULT,
     ConfigError,
     ConfigSourceError,

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from config import ConfigSourceError, ConfigValueError, default_ldif, resolve
+from podgrid.config import ConfigSourceError, ConfigValueError, default_ldif, resolve
 from tests.config.ldif_samples import CE_DN, CONFIG_DN
 from tests.harness.ports import free_port
 from tests.harness.slapd import LdapSite, SlapdServer

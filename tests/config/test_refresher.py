@@ -12,7 +12,7 @@ import structlog
 from prometheus_client import REGISTRY
 from structlog.typing import EventDict
 
-from config import Change, ConfigRefresher, ConfigSourceError, ResolvedConfig, set_testing
+from podgrid.config import Change, ConfigRefresher, ConfigSourceError, ResolvedConfig, set_testing
 from tests.config.ldif_samples import CE_DN, with_lines
 from tests.harness.ports import free_port
 from tests.harness.slapd import LdapSite, SlapdServer, start_slapd

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from config import (
+from podgrid.config import (
     RequestError,
     ServerRequest,
     WorkerSpec,
@@ -15,7 +15,7 @@ from config import (
     parse_memory_mb,
     parse_request,
 )
-from config.units import UnitError
+from podgrid.config.units import UnitError
 
 REPO = Path(__file__).resolve().parents[2]
 

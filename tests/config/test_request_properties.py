@@ -9,8 +9,8 @@ import string
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from config import RequestError, ServerRequest, WorkerSpec, format_duration, parse_request
-from config.jdl import parse_jdl
+from podgrid.config import RequestError, ServerRequest, WorkerSpec, format_duration, parse_request
+from podgrid.config.jdl import parse_jdl
 
 SETTINGS = settings(max_examples=200, deadline=None)
 FORMATS = st.sampled_from(["toml", "jdl", "json", None])

@@ -8,8 +8,8 @@ from typing import Any
 import structlog.testing
 from prometheus_client import REGISTRY
 
-from config import retry as retry_module
-from config.retry import retry_policy, set_testing
+from podgrid.config import retry as retry_module
+from podgrid.config.retry import retry_policy, set_testing
 
 
 class Flaky(Exception):

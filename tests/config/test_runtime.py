@@ -10,7 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from config.runtime import capture_signals, default_state_dir, wait_event, write_private_file
+from podgrid.config.runtime import (
+    capture_signals,
+    default_state_dir,
+    wait_event,
+    write_private_file,
+)
 
 
 def test_private_file_is_0600_and_replaced_whole(tmp_path: Path) -> None:

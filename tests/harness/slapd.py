@@ -23,7 +23,7 @@ import ldap3
 import pytest
 from ldap3.core.exceptions import LDAPException
 
-from config.hierarchy import default_ldif, schema_file
+from podgrid.config.hierarchy import default_ldif, schema_file
 from tests.harness.ports import free_port
 
 SLAPD = "/usr/sbin/slapd"

@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from config.hierarchy import default_ldif
-from masterqueue.client import MasterQueueClient
-from masterqueue.models import JobSpec
-from masterqueue.service import run_masterqueue
-from masterqueue.settings import MasterQueueSettings
-from monitoring.client import HttpPublisher, RegistryClient
-from monitoring.service import run_registry
-from monitoring.settings import RegistrySettings
+from podgrid.config.hierarchy import default_ldif
+from podgrid.masterqueue.client import MasterQueueClient
+from podgrid.masterqueue.models import JobSpec
+from podgrid.masterqueue.service import run_masterqueue
+from podgrid.masterqueue.settings import MasterQueueSettings
+from podgrid.monitoring.client import HttpPublisher, RegistryClient
+from podgrid.monitoring.service import run_registry
+from podgrid.monitoring.settings import RegistrySettings
 
 REGISTRY_TOKEN = "registry-test-token-0123456789"
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from jobagent.batch import BatchLimits, BatchRunner
-from masterqueue.client import MasterQueueClient
-from masterqueue.models import Claim, SlotDescription
+from podgrid.jobagent.batch import BatchLimits, BatchRunner
+from podgrid.masterqueue.client import MasterQueueClient
+from podgrid.masterqueue.models import Claim, SlotDescription
 from tests.jobagent.grid import Grid, running_grid
 
 SLOT = SlotDescription(agent_id="runner-1", site="S", cores=2, memory_mb=4096, ttl_s=3600)

@@ -11,7 +11,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from jobagent.factory import AgentSpec, LocalBackend, SiteFactory, agent_command
+from podgrid.jobagent.factory import AgentSpec, LocalBackend, SiteFactory, agent_command
 from tests.jobagent.grid import eventually, ldif_with, running_grid
 
 

@@ -10,13 +10,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from config import retry as retry_module
-from config.settings import PodSettings
-from jobagent.poller import ServerPoller
-from jobagent.slot import SlotFlags, describe_slot
-from monitoring.client import HttpPublisher, RegistryClient
-from monitoring.service import run_registry
-from monitoring.settings import RegistrySettings
+from podgrid.config import retry as retry_module
+from podgrid.config.settings import PodSettings
+from podgrid.jobagent.poller import ServerPoller
+from podgrid.jobagent.slot import SlotFlags, describe_slot
+from podgrid.monitoring.client import HttpPublisher, RegistryClient
+from podgrid.monitoring.service import run_registry
+from podgrid.monitoring.settings import RegistrySettings
 from tests.harness.ports import free_port
 
 TOKEN = "poller-test-token-0123456789"

@@ -9,7 +9,7 @@ import time
 import psutil
 import pytest
 
-from jobagent.servers import (
+from podgrid.jobagent.servers import (
     Requirements,
     ServerOffer,
     fitting,
@@ -17,8 +17,8 @@ from jobagent.servers import (
     offers_from_samples,
     weighted_order,
 )
-from jobagent.slot import Slot, SlotError, SlotFlags, describe_slot
-from monitoring.client import Sample
+from podgrid.jobagent.slot import Slot, SlotError, SlotFlags, describe_slot
+from podgrid.monitoring.client import Sample
 
 
 def slot(**env: str) -> Slot:

@@ -12,10 +12,10 @@ from typing import Any
 import aiohttp
 from multidict import CIMultiDict
 
-from config.retry import set_testing
-from masterqueue.service import RunningMasterQueue, run_masterqueue
-from masterqueue.settings import MasterQueueSettings
-from masterqueue.store import Store
+from podgrid.config.retry import set_testing
+from podgrid.masterqueue.service import RunningMasterQueue, run_masterqueue
+from podgrid.masterqueue.settings import MasterQueueSettings
+from podgrid.masterqueue.store import Store
 from tests.masterqueue.factories import request_text
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from masterqueue.store import Store
+from podgrid.masterqueue.store import Store
 from tests.harness.mariadb import MariaDB
 
 BACKENDS = ["sqlite", "mariadb"]

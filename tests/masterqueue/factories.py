@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from config.request import ServerRequest, parse_request
-from masterqueue.models import JobSpec, SlotDescription
+from podgrid.config.request import ServerRequest, parse_request
+from podgrid.masterqueue.models import JobSpec, SlotDescription
 
 REQUEST_TOML = """\
 [server]

@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from masterqueue.schema import job_events, jobs
+from podgrid.masterqueue.schema import job_events, jobs
 from tests.masterqueue.api_helpers import Api, Service, mq_service
 
 SLOT: dict[str, Any] = {

@@ -7,7 +7,7 @@ import io
 import json
 from pathlib import Path
 
-from masterqueue.states import RequestState
+from podgrid.masterqueue.states import RequestState
 from tests.masterqueue.api_helpers import Api, Service, mq_service
 from tests.masterqueue.factories import request_text
 

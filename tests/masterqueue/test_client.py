@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from masterqueue.client import (
+from podgrid.masterqueue.client import (
     BadRequest,
     ConflictError,
     Forbidden,
@@ -16,7 +16,7 @@ from masterqueue.client import (
     ServerError,
     Unauthorized,
 )
-from masterqueue.states import JobState, RequestState
+from podgrid.masterqueue.states import JobState, RequestState
 from tests.harness.ports import free_port
 from tests.masterqueue.factories import job, request, request_text, slot
 from tests.podgrid.mq_service import CONNECTION, FlakyProxy, RunningGrid, grid, workers

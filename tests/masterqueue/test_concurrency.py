@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from masterqueue.models import Claim
-from masterqueue.schema import job_events, jobs, request_events
-from masterqueue.states import JobState as J
-from masterqueue.states import RequestState as S
-from masterqueue.store import Store
+from podgrid.masterqueue.models import Claim
+from podgrid.masterqueue.schema import job_events, jobs, request_events
+from podgrid.masterqueue.states import JobState as J
+from podgrid.masterqueue.states import RequestState as S
+from podgrid.masterqueue.store import Store
 from tests.masterqueue import factories as f
 
 JOBS = 2000

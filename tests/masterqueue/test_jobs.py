@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from masterqueue.errors import IllegalTransition, NotFound, NotOwner, StaleLease
-from masterqueue.states import JobState as J
-from masterqueue.store import Store
+from podgrid.masterqueue.errors import IllegalTransition, NotFound, NotOwner, StaleLease
+from podgrid.masterqueue.states import JobState as J
+from podgrid.masterqueue.store import Store
 from tests.masterqueue import factories as f
 
 LATER = timedelta(minutes=5)

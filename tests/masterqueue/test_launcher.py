@@ -12,8 +12,8 @@ from typing import Any
 
 import psutil
 
-from masterqueue import keys
-from masterqueue.launcher import LaunchHandle
+from podgrid.masterqueue import keys
+from podgrid.masterqueue.launcher import LaunchHandle
 from tests.masterqueue.api_helpers import Api, Service, mq_service
 
 FAKE_BROKER = str(Path(__file__).with_name("fake_broker.py"))

@@ -6,9 +6,9 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from masterqueue.migrate import HEAD, current_revision
-from masterqueue.schema import metadata
-from masterqueue.store import Store
+from podgrid.masterqueue.migrate import HEAD, current_revision
+from podgrid.masterqueue.schema import metadata
+from podgrid.masterqueue.store import Store
 from tests.masterqueue import factories as f
 
 

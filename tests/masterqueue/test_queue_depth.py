@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from monitoring.client import RegistryClient, Sample
-from monitoring.service import run_registry
-from monitoring.settings import RegistrySettings
+from podgrid.monitoring.client import RegistryClient, Sample
+from podgrid.monitoring.service import run_registry
+from podgrid.monitoring.settings import RegistrySettings
 from tests.masterqueue import factories
 from tests.masterqueue.api_helpers import mq_service
 

@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from masterqueue.errors import Conflict, IllegalTransition, NotFound, NotOwner
-from masterqueue.models import WorkerInfo
-from masterqueue.states import RequestState as S
-from masterqueue.store import Store
+from podgrid.masterqueue.errors import Conflict, IllegalTransition, NotFound, NotOwner
+from podgrid.masterqueue.models import WorkerInfo
+from podgrid.masterqueue.states import RequestState as S
+from podgrid.masterqueue.store import Store
 from tests.masterqueue import factories as f
 
 

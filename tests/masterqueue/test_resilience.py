@@ -7,8 +7,8 @@ import asyncio
 import sqlalchemy as sa
 from prometheus_client import REGISTRY
 
-from masterqueue.schema import jobs, requests
-from masterqueue.store import Store
+from podgrid.masterqueue.schema import jobs, requests
+from podgrid.masterqueue.store import Store
 from tests.harness.mariadb import MariaDB
 from tests.masterqueue import factories as f
 

@@ -7,10 +7,10 @@ import hashlib
 import pytest
 import sqlalchemy as sa
 
-from masterqueue.errors import NotFound
-from masterqueue.models import Role
-from masterqueue.schema import tokens
-from masterqueue.store import Store
+from podgrid.masterqueue.errors import NotFound
+from podgrid.masterqueue.models import Role
+from podgrid.masterqueue.schema import tokens
+from podgrid.masterqueue.store import Store
 from tests.masterqueue import factories as f
 
 

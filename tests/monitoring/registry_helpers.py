@@ -8,7 +8,7 @@ import time
 
 from aiohttp import web
 
-from monitoring import keys
+from podgrid.monitoring import keys
 
 TOKEN = "test-token-0123456789"
 

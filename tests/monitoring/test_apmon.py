@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitoring.apmon import REASONS, ApMonDatagram, DatagramError, decode_datagram
+from podgrid.monitoring.apmon import REASONS, ApMonDatagram, DatagramError, decode_datagram
 from tests.monitoring.xdr_encoder import FLOAT32, FLOAT64, INT32, STRING, encode, xdr_string
 
 SERVER = {"Address": "http://127.0.0.1:9000", "NeededWorkers": 3}

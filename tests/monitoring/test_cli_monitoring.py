@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from config import default_ldif
+from podgrid.config import default_ldif
 from tests.harness.ports import free_port
 from tests.monitoring.registry_helpers import send_udp
 from tests.monitoring.xdr_encoder import encode

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from monitoring.apmon_publisher import ApMonEncoder, ApMonPublisher
+from podgrid.monitoring.apmon_publisher import ApMonEncoder, ApMonPublisher
 
 
 @dataclass

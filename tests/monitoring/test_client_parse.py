@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitoring.client import rest_path
-from monitoring.rest_parse import (
+from podgrid.monitoring.client import rest_path
+from podgrid.monitoring.rest_parse import (
     CSV_HEADER,
     ParseError,
     Sample,

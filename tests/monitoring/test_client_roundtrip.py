@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 
-from config.retry import set_testing
-from monitoring.client import (
+from podgrid.config.retry import set_testing
+from podgrid.monitoring.client import (
     ApMonPublisher,
     HttpPublisher,
     Publisher,
@@ -24,8 +24,8 @@ from monitoring.client import (
     rest_path,
     wait_for,
 )
-from monitoring.service import RunningRegistry, run_registry
-from monitoring.settings import RegistrySettings
+from podgrid.monitoring.service import RunningRegistry, run_registry
+from podgrid.monitoring.settings import RegistrySettings
 from tests.harness.ports import free_port
 
 TOKEN = "test-publish-token"

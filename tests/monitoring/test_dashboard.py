@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from monitoring.client import ApMonPublisher, RegistryClient, rest_path, wait_for
-from monitoring.service import RunningRegistry, run_registry
-from monitoring.settings import RegistrySettings
+from podgrid.monitoring.client import ApMonPublisher, RegistryClient, rest_path, wait_for
+from podgrid.monitoring.service import RunningRegistry, run_registry
+from podgrid.monitoring.settings import RegistrySettings
 
 STATIC_DIR = Path(__file__).parents[2] / "monitoring" / "static"
 CHROMIUM_TIMEOUT_S = 60

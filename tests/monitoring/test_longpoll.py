@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from monitoring.service import RunningRegistry, run_registry
-from monitoring.settings import RegistrySettings
+from podgrid.monitoring.service import RunningRegistry, run_registry
+from podgrid.monitoring.settings import RegistrySettings
 from tests.monitoring.registry_helpers import sample, send_udp, until_received
 from tests.monitoring.xdr_encoder import encode
 

@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitoring.service import RunningRegistry, run_registry
-from monitoring.settings import RegistrySettings
+from podgrid.monitoring.service import RunningRegistry, run_registry
+from podgrid.monitoring.settings import RegistrySettings
 from tests.monitoring.registry_helpers import TOKEN, send_udp, until_received
 from tests.monitoring.xdr_encoder import encode
 

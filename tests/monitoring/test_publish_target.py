@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from monitoring.apmon_publisher import ApMonPublisher
-from monitoring.client import HttpPublisher
-from monitoring.publish_target import open_publisher, publish_target
+from podgrid.monitoring.apmon_publisher import ApMonPublisher
+from podgrid.monitoring.client import HttpPublisher
+from podgrid.monitoring.publish_target import open_publisher, publish_target
 
 
 @pytest.mark.parametrize(

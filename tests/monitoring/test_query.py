@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitoring.query import Condition, QueryError, parse_query
+from podgrid.monitoring.query import Condition, QueryError, parse_query
 
 
 def parse(tail: str, accept: str | None = None, **options: str):  # type: ignore[no-untyped-def]

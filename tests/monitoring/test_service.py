@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from monitoring import keys
-from monitoring.service import RunningRegistry, run_registry
-from monitoring.settings import RegistrySettings
+from podgrid.monitoring import keys
+from podgrid.monitoring.service import RunningRegistry, run_registry
+from podgrid.monitoring.settings import RegistrySettings
 from tests.monitoring.registry_helpers import TOKEN, sample, send_udp, until_received
 from tests.monitoring.xdr_encoder import encode
 

@@ -6,11 +6,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from monitoring.apmon import REASONS
-from monitoring.ingest import ApMonProtocol, Ingestor
-from monitoring.longpoll import LongPollHub
-from monitoring.metrics import RegistryMetrics
-from monitoring.store import Store
+from podgrid.monitoring.apmon import REASONS
+from podgrid.monitoring.ingest import ApMonProtocol, Ingestor
+from podgrid.monitoring.longpoll import LongPollHub
+from podgrid.monitoring.metrics import RegistryMetrics
+from podgrid.monitoring.store import Store
 from tests.monitoring.xdr_encoder import FLOAT32, INT32, STRING, encode
 
 VALID = [

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from monitoring.patterns import MATCH_ALL, Pattern
-from monitoring.store import Store
+from podgrid.monitoring.patterns import MATCH_ALL, Pattern
+from podgrid.monitoring.store import Store
 
 
 class Clock:

@@ -17,11 +17,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from config.retry import set_testing
-from masterqueue.client import MasterQueueClient
-from masterqueue.models import Role, WorkerInfo
-from masterqueue.service import run_masterqueue
-from masterqueue.settings import MasterQueueSettings
+from podgrid.config.retry import set_testing
+from podgrid.masterqueue.client import MasterQueueClient
+from podgrid.masterqueue.models import Role, WorkerInfo
+from podgrid.masterqueue.service import run_masterqueue
+from podgrid.masterqueue.settings import MasterQueueSettings
 
 
 @dataclass

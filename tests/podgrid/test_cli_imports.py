@@ -10,7 +10,7 @@ import pytest
 from podgrid.cli import COMMANDS, build_parser
 
 # What only the master queue's storage layer and the ssh launcher need (~1 s of imports).
-HEAVY = ("sqlalchemy", "alembic", "asyncssh", "masterqueue.store")
+HEAVY = ("sqlalchemy", "alembic", "asyncssh", "podgrid.masterqueue.store")
 
 PROBE = """
 import sys

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import structlog
 
-from masterqueue.client import MasterQueueClient
 from podgrid.cli import main
 from podgrid.endpoints import LocalGridEndpoints
+from podgrid.masterqueue.client import MasterQueueClient
 from tests.masterqueue.factories import request_text
 from tests.podgrid.mq_service import CONNECTION, RunningGrid, grid, running_grid, workers
 

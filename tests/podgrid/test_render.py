@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 import pytest
 from rich.console import Console
 
-from masterqueue.client import RequestDetail
-from masterqueue.models import RequestEvent, WorkerInfo
-from masterqueue.states import RequestState
 from podgrid import _cmd_render as render
 from podgrid.client import ConnectionInfo
+from podgrid.masterqueue.client import RequestDetail
+from podgrid.masterqueue.models import RequestEvent, WorkerInfo
+from podgrid.masterqueue.states import RequestState
 from tests.masterqueue.factories import request
 
 AT = datetime(2026, 11, 22, 10, 30, 5, tzinfo=UTC)
