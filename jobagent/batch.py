@@ -20,6 +20,7 @@ from typing import Final, Literal
 
 import structlog
 
+from podgrid.config import environment
 from podgrid.jobagent.processes import exit_status, stop_group
 from podgrid.masterqueue.client import ConflictError, MasterQueueClient, MasterQueueClientError
 from podgrid.masterqueue.models import Claim
@@ -77,9 +78,9 @@ def job_environment(claim: Claim, sandbox: Path, agent_id: str) -> dict[str, str
         "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
         "HOME": str(sandbox),
         "TMPDIR": str(sandbox),
-        "PODGRID_JOB_ID": str(claim.job.id),
-        "PODGRID_AGENT_ID": agent_id,
-        "PODGRID_SANDBOX": str(sandbox),
+        environment.JOB_ID: str(claim.job.id),
+        environment.AGENT_ID: agent_id,
+        environment.SANDBOX: str(sandbox),
     }
     env.update(claim.job.spec.env)
     return env

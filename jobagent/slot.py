@@ -16,9 +16,10 @@ from typing import Final
 
 import psutil
 
+from podgrid.config import environment
 from podgrid.masterqueue.models import SlotDescription
 
-PACKAGES_ENV: Final = "PODGRID_SLOT_PACKAGES"  # comma-separated packages the slot offers
+PACKAGES_ENV: Final = environment.SLOT_PACKAGES  # comma-separated packages the slot offers
 BYTES_PER_MB: Final = 1024 * 1024
 
 

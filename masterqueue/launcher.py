@@ -23,11 +23,12 @@ from typing import Protocol
 
 import psutil
 
+from podgrid.config import environment
 from podgrid.masterqueue.models import RequestRecord
 
-TOKEN_ENV = "PODGRID_TOKEN"  # noqa: S105 - a variable name, not a secret
-URL_ENV = "PODGRID_URL"
-REGISTRY_ENV = "PODGRID_REGISTRY_URL"
+TOKEN_ENV = environment.TOKEN
+URL_ENV = environment.URL
+REGISTRY_ENV = environment.REGISTRY_URL
 LOG_TAIL_LINES = 5
 LOG_TAIL_BYTES = 4096
 REASON_MAX_CHARS = 1000  # the reason column holds 1024

@@ -20,27 +20,20 @@ from pathlib import Path
 import structlog
 from pydantic import ValidationError
 
+from podgrid._cmd_args import host_port, positive_seconds
 from podgrid.broker.settings import BrokerSettings
-from podgrid.config import ConfigError, resolve, setup_logging
+from podgrid.config import ConfigError, environment, resolve, setup_logging
 from podgrid.config.hierarchy import default_ldif
 from podgrid.config.runtime import default_state_dir
-from podgrid.masterqueue.launcher import REGISTRY_ENV, TOKEN_ENV, URL_ENV
 
 log = structlog.get_logger("podgrid.broker")
 
-REGISTRY_TOKEN_ENV = "PODGRID_REGISTRY_TOKEN"  # noqa: S105 - a variable name
+TOKEN_ENV, URL_ENV = environment.TOKEN, environment.URL
+REGISTRY_ENV, REGISTRY_TOKEN_ENV = environment.REGISTRY_URL, environment.REGISTRY_TOKEN
 
 
 class UsageError(ValueError):
     """Bad flags or environment: exit code 2."""
-
-
-def _host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT, e.g. 127.0.0.1:0")
-    return host, int(port)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,10 +45,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument("--masterqueue", default=None, help="master-queue URL")
     serve.add_argument("--registry", default=None, help="udp://HOST:PORT or http(s)://HOST:PORT")
     serve.add_argument("--config", default=None, help="ldap://host:port/base URL or .ldif path")
-    serve.add_argument("--http", type=_host_port, default=("127.0.0.1", 0))
+    serve.add_argument("--http", type=host_port, default=("127.0.0.1", 0))
     serve.add_argument("--state-dir", type=Path, default=None)
-    serve.add_argument("--publish-interval", type=float, default=None, help="seconds")
-    serve.add_argument("--attach-timeout", type=float, default=None, help="seconds")
+    serve.add_argument("--publish-interval", type=positive_seconds, default=None, help="seconds")
+    serve.add_argument("--attach-timeout", type=positive_seconds, default=None, help="seconds")
     serve.add_argument(
         "--log-format", dest="service_log_format", choices=["json", "console"], default="json"
     )

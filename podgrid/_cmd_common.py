@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from podgrid.client import NoConnectionYet, PodGrid, RequestFailed, WaitTimeout
+from podgrid.config import environment
 from podgrid.config.request_errors import RequestError
 from podgrid.endpoints import EndpointError
 from podgrid.masterqueue.client import BadRequest, MasterQueueClientError, MasterQueueHTTPError
@@ -42,8 +43,12 @@ def endpoint_flags() -> argparse.ArgumentParser:
     """A parent parser with ``--url``, ``--token`` and ``--state-dir`` (for every user command)."""
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("master queue")
-    group.add_argument("--url", help="master-queue URL (default: $PODGRID_URL, podgrid up, ...)")
-    group.add_argument("--token", help="bearer token (default: $PODGRID_TOKEN, podgrid up, ...)")
+    group.add_argument(
+        "--url", help=f"master-queue URL (default: ${environment.URL}, podgrid up, ...)"
+    )
+    group.add_argument(
+        "--token", help=f"bearer token (default: ${environment.TOKEN}, podgrid up, ...)"
+    )
     group.add_argument(
         "--state-dir",
         type=Path,

@@ -12,43 +12,17 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from podgrid.config import default_ldif, setup_logging
+from podgrid._cmd_args import host_port, non_negative_seconds, positive_int, positive_seconds
+from podgrid.config import default_ldif, environment, setup_logging
 from podgrid.config.errors import ConfigError
 from podgrid.config.runtime import default_state_dir
 from podgrid.jobagent.runner import run_agent
 from podgrid.jobagent.settings import DEFAULT_GRACE_S, AgentSettings
 from podgrid.jobagent.slot import SlotError, SlotFlags
 
-TOKEN_ENV = "PODGRID_TOKEN"  # noqa: S105 - a variable name, not a secret
-REGISTRY_TOKEN_ENV = "PODGRID_REGISTRY_TOKEN"  # noqa: S105 - a variable name
-SITE_ENV, CE_ENV = "PODGRID_SITE", "PODGRID_CE"
+TOKEN_ENV, REGISTRY_TOKEN_ENV = environment.TOKEN, environment.REGISTRY_TOKEN
+SITE_ENV, CE_ENV = environment.SITE, environment.CE
 DEFAULT_SITE = "Local"
-
-
-def host_port(text: str) -> tuple[str, int]:
-    """``HOST:PORT``; port 0 picks a free port."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT, e.g. 127.0.0.1:0")
-    return host.strip("[]"), int(port)
-
-
-def positive_int(text: str) -> int:
-    """An integer >= 1."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 1")
-    return int(text)
-
-
-def seconds(text: str) -> float:
-    """A number of seconds > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a number of seconds > 0")
-    return value
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -60,7 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     run.add_argument("--site", default=os.environ.get(SITE_ENV, DEFAULT_SITE))
     run.add_argument("--ce", default=os.environ.get(CE_ENV))
-    run.add_argument("--slot-ttl", type=seconds, help="seconds left in the slot")
+    run.add_argument("--slot-ttl", type=positive_seconds, help="seconds left in the slot")
     run.add_argument("--cores", type=positive_int)
     run.add_argument("--memory", type=positive_int, help="MB")
     run.add_argument("--packages", nargs="*", default=None, help="packages the slot offers")
@@ -72,10 +46,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--masterqueue-url", default=None, help="overrides podMasterQueueURL")
     run.add_argument("--registry-publish", default=None, help="udp://H:P or http(s)://H:P")
     run.add_argument(
-        "--config-refresh", type=seconds, default=None, help="overrides podConfigRefresh"
+        "--config-refresh", type=positive_seconds, default=None, help="overrides podConfigRefresh"
     )
-    run.add_argument("--grace", type=float, default=DEFAULT_GRACE_S, help="batch job grace (s)")
-    run.add_argument("--heartbeat", type=seconds, default=None, help="broker probe period (s)")
+    run.add_argument(
+        "--grace", type=non_negative_seconds, default=DEFAULT_GRACE_S, help="batch job grace (s)"
+    )
+    run.add_argument(
+        "--heartbeat", type=positive_seconds, default=None, help="broker probe period (s)"
+    )
     run.add_argument("--no-longpoll", action="store_true", help="plain polling every y s")
     run.add_argument(
         "--log-format", dest="service_log_format", choices=["json", "console"], default="json"

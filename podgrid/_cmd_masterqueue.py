@@ -18,7 +18,7 @@ import sqlalchemy as sa
 import structlog
 from pydantic import ValidationError
 
-from podgrid._cmd_monitoring import host_port
+from podgrid._cmd_args import host_port
 from podgrid.config import setup_logging
 from podgrid.config.errors import ConfigError
 from podgrid.config.runtime import capture_signals

@@ -13,28 +13,27 @@ from urllib.parse import urlsplit
 import structlog
 from pydantic import ValidationError
 
-from podgrid.config import ConfigError, ConfigSourceError, default_ldif, resolve, setup_logging
+from podgrid._cmd_args import host_port
+from podgrid.config import (
+    ConfigError,
+    ConfigSourceError,
+    default_ldif,
+    environment,
+    resolve,
+    setup_logging,
+)
 from podgrid.config.runtime import capture_signals, write_private_file
 from podgrid.monitoring.service import run_registry
 from podgrid.monitoring.settings import DEFAULT_UDP_PORT, RegistrySettings
 
 log = structlog.get_logger("podgrid.monitoring")
 
-TOKEN_ENV = "PODGRID_REGISTRY_TOKEN"  # noqa: S105 (a variable name, not a secret)
+TOKEN_ENV = environment.REGISTRY_TOKEN
 TOKEN_FILE_NAME = "registry.token"  # noqa: S105 (a file name)
 
 
 class UsageError(ValueError):
     """Bad flags or files: exit code 2."""
-
-
-def host_port(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT`` too); port 0 picks a free port."""
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT, e.g. 127.0.0.1:8884")
-    return host, int(port)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from podgrid._cmd_args import positive_int
 from podgrid.config.request import DEFAULT_MAX_WORKERS_CAP, ServerRequest, load_request
 from podgrid.config.request_errors import RequestError
 from podgrid.config.units import format_duration
@@ -33,22 +34,12 @@ def register(sub: Any) -> None:
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
     check.add_argument(
         "--max-workers-cap",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_WORKERS_CAP,
         metavar="N",
         help="the operator's limit on max_workers (default: %(default)s)",
     )
     check.set_defaults(handler=check_request)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
 
 
 def check_request(args: argparse.Namespace) -> int:

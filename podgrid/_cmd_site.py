@@ -11,8 +11,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from podgrid._cmd_jobagent import DEFAULT_SITE, host_port, positive_int, seconds
-from podgrid.config import setup_logging
+from podgrid._cmd_args import host_port, non_negative_seconds, positive_int, positive_seconds
+from podgrid._cmd_jobagent import DEFAULT_SITE
+from podgrid.config import environment, setup_logging
 from podgrid.config.runtime import capture_signals, default_state_dir
 from podgrid.jobagent.factory import AgentSpec, LocalBackend, SiteFactory, agent_command
 from podgrid.jobagent.service import serve_http
@@ -39,17 +40,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = commands.add_parser("run", help="keep N job agents alive, replacing those that exit")
     run.add_argument("--agents", type=positive_int, required=True)
     run.add_argument("--backend", choices=["local"], default="local")
-    run.add_argument("--site", default=os.environ.get("PODGRID_SITE", DEFAULT_SITE))
-    run.add_argument("--ce", default=os.environ.get("PODGRID_CE"))
+    run.add_argument("--site", default=os.environ.get(environment.SITE, DEFAULT_SITE))
+    run.add_argument("--ce", default=os.environ.get(environment.CE))
     run.add_argument("--config", default=None, help="ldap://host:port/base or an .ldif path")
-    run.add_argument("--slot-ttl", type=seconds, default=None)
+    run.add_argument("--slot-ttl", type=positive_seconds, default=None)
     run.add_argument("--cores", type=positive_int, default=None)
     run.add_argument("--memory", type=positive_int, default=None, help="MB")
     run.add_argument("--registry-url", default=None)
     run.add_argument("--masterqueue-url", default=None)
     run.add_argument("--registry-publish", default=None)
-    run.add_argument("--config-refresh", type=seconds, default=None)
-    run.add_argument("--grace", type=float, default=None, help="batch job grace (s)")
+    run.add_argument("--config-refresh", type=positive_seconds, default=None)
+    run.add_argument("--grace", type=non_negative_seconds, default=None, help="batch job grace (s)")
     run.add_argument("--max-restarts-per-minute", type=positive_int, default=10)
     run.add_argument("--state-dir", type=Path, default=None)
     run.add_argument("--http", type=host_port, default=None, help="serve /metrics and /healthz")
@@ -108,7 +109,7 @@ async def _serve(args: argparse.Namespace) -> int:
 def run_command(args: argparse.Namespace) -> int:
     """Run the factory until SIGTERM/SIGINT; 0 after all agents were stopped."""
     setup_logging(args.service_log_format, "INFO")
-    if "PODGRID_TOKEN" not in os.environ:
-        print("podgrid: error: PODGRID_TOKEN must hold an agent token", file=sys.stderr)
+    if environment.TOKEN not in os.environ:
+        print(f"podgrid: error: {environment.TOKEN} must hold an agent token", file=sys.stderr)
         return 2
     return asyncio.run(_serve(args))

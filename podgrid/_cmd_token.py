@@ -19,11 +19,11 @@ from typing import Any
 
 import aiohttp
 
+from podgrid.config import environment
 from podgrid.config.runtime import default_state_dir
 from podgrid.masterqueue.settings import DEFAULT_HTTP_PORT
 
-URL_ENV = "PODGRID_URL"
-TOKEN_ENV = "PODGRID_TOKEN"  # noqa: S105 - a variable name, not a secret
+URL_ENV, TOKEN_ENV = environment.URL, environment.TOKEN
 REQUEST_TIMEOUT_S = 30.0
 
 

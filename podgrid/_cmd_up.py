@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
+from podgrid._cmd_args import int_range
 from podgrid.client import NoConnectionYet, RequestFailed, WaitTimeout
 from podgrid.config.runtime import capture_signals, default_state_dir
 from podgrid.demo import DemoFailed, as_json, report_lines, run_demo
@@ -26,10 +27,7 @@ from podgrid.monitoring.client import RegistryError
 EXIT_OK, EXIT_FAILURE = 0, 1
 
 
-def _count(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 64:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to 64, got {text!r}")
-    return int(text)
+_count = int_range(1, 64)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

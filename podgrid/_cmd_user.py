@@ -12,6 +12,7 @@ import argparse
 from typing import Any
 
 from podgrid import _cmd_render as render
+from podgrid._cmd_args import positive_seconds
 from podgrid._cmd_common import CommandFailed, endpoint_flags, json_flag, print_json, run
 from podgrid.client import ConnectionInfo, PodGrid, RequestFailed, WaitTimeout
 from podgrid.masterqueue.client import RequestDetail
@@ -28,14 +29,14 @@ def register(sub: Any) -> None:
     submit.add_argument("--wait", action="store_true", help="wait until READY, then connect info")
     submit.add_argument(
         "--timeout",
-        type=_seconds,
+        type=positive_seconds,
         default=None,
         metavar="S",
         help="give up waiting after S seconds (exit 1)",
     )
     submit.add_argument(
         "--poll",
-        type=_seconds,
+        type=positive_seconds,
         default=DEFAULT_WAIT_POLL_S,
         metavar="S",
         help="seconds between two polls while waiting (default: %(default)s)",
@@ -78,16 +79,6 @@ def _request_id(text: str) -> int:
             f"expected a request id (a whole number >= 1), got {text!r}"
         )
     return int(text)
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
-    return value
 
 
 async def submit_command(args: argparse.Namespace, grid: PodGrid) -> int:

@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from podgrid.config import environment
 from podgrid.config.runtime import default_state_dir, write_private_file
 
 __all__ = [
@@ -40,8 +41,8 @@ __all__ = [
     "user_config_file",
 ]
 
-ENV_URL = "PODGRID_URL"
-ENV_TOKEN = "PODGRID_TOKEN"  # noqa: S105 - a variable name, not a secret
+ENV_URL = environment.URL
+ENV_TOKEN = environment.TOKEN
 ENDPOINTS_FILE_NAME = "endpoints.json"
 CLIENT_CONFIG_NAME = "client.toml"
 
