@@ -51,6 +51,7 @@ class Broker:
         reporter: Reporter,
         attach_timeout_s: float,
         publish_interval_s: float,
+        server_idle_timeout_s: float,
         metrics: BrokerMetrics | None = None,
     ) -> None:
         self.settings = settings
@@ -59,6 +60,9 @@ class Broker:
         self.publication = publication
         self.reporter = reporter
         self.publish_interval_s = publish_interval_s
+        # The site's podServerIdleTimeout (0: never); the request's own idle_timeout wins.
+        # Kept current by the service's config listener, like publish_interval_s.
+        self.server_idle_timeout_s = server_idle_timeout_s
         self.metrics = metrics or BrokerMetrics()
         self.places = Places(record.id, self.request.max_workers, attach_timeout_s)
         self.tls = ClusterTLS(f"pod{record.id}", float(self.request.ttl_s))
@@ -284,9 +288,13 @@ class Broker:
         if now >= self.expires_s:
             self.request_stop(R.EXPIRED, f"ttl of {self.request.ttl_s} s is over")
         idle_since = self.scheduler.idle_since
-        idle_s = self.request.idle_timeout_s
+        own_s = self.request.idle_timeout_s
+        idle_s = self.server_idle_timeout_s if own_s is None else own_s
         if idle_s and idle_since is not None and now - idle_since >= idle_s:
-            self.request_stop(R.DONE, f"no client activity for {idle_s} s (idle_timeout)")
+            source = (
+                "idle_timeout" if own_s is not None else "site idle timeout, podServerIdleTimeout"
+            )
+            self.request_stop(R.DONE, f"no client activity for {idle_s:g} s ({source})")
         if str(self.scheduler.status.name) in ("closing", "closed", "failed"):
             self.request_stop(R.FAILED, "the Dask scheduler stopped")
         if self.request.adaptive:

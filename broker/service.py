@@ -1,12 +1,13 @@
 """The broker service: ``create_app(settings)``, ``run_broker(settings)`` and ``serve``.
 
 Start-up (one ``cleanup_ctx``, closed in reverse): read the configuration hierarchy (publish
-interval, attach timeout, registry URL; re-read every ``podConfigRefresh`` s), load the
-request from the master queue with the broker token, open the registry publisher, start the
-TLS Dask scheduler. :func:`run_broker` binds the HTTP socket first (so the attach URL is
-known), serves, then calls :meth:`Broker.begin` (first publication). Shutdown: stop
-accepting, then :meth:`Broker.stop` (final publication, workers retired, scheduler closed,
-final report), then the publisher, the HTTP session and the refresher.
+interval, attach timeout, the idle timeout of a request that sets none, registry URL; re-read
+every ``podConfigRefresh`` s), load the request from the master queue with the broker token,
+open the registry publisher, start the TLS Dask scheduler. :func:`run_broker` binds the HTTP
+socket first (so the attach URL is known), serves, then calls :meth:`Broker.begin` (first
+publication). Shutdown: stop accepting, then :meth:`Broker.stop` (final publication, workers
+retired, scheduler closed, final report), then the publisher, the HTTP session and the
+refresher.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def _config_listener(app: web.Application) -> object:
             broker.publish_interval_s = float(pod.publish_interval_s)
         if settings.attach_timeout_s is None:
             broker.places.attach_timeout_s = float(pod.attach_timeout_s)
+        # Applies to requests without their own idle_timeout (Broker.watch_once decides).
+        broker.server_idle_timeout_s = float(pod.server_idle_timeout_s)
 
     return on_change
 
@@ -81,6 +84,7 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
             reporter=Reporter(mq, record.id),
             attach_timeout_s=settings.attach_timeout_s or float(pod.attach_timeout_s),
             publish_interval_s=settings.publish_interval_s or float(pod.publish_interval_s),
+            server_idle_timeout_s=float(pod.server_idle_timeout_s),
             metrics=app[keys.METRICS],
         )
         app[keys.TOKENS] = AgentTokens(

@@ -10,6 +10,9 @@ Rules beyond the field types:
 - ``1 <= min_workers <= max_workers <= max_workers_cap`` (the operator's cap, passed by the
   caller as validation context; :data:`DEFAULT_MAX_WORKERS_CAP` when absent);
 - ``ttl > max_wait`` (a cluster must outlive the wait for its workers);
+- ``idle_timeout`` unset is ``None``: the broker then applies the site's
+  ``podServerIdleTimeout`` (where ``0`` means never), so an operator's value reaches every
+  request that did not choose one; a value the user sets must be positive, as every duration;
 - unknown keys are errors, with a "did you mean" when a known key is close.
 
 Durations and memory follow :mod:`podgrid.config.units`.
@@ -52,7 +55,6 @@ DEFAULT_MAX_WORKERS_CAP = 1000  # workers per request, unless the operator passe
 MAX_CORES = 1024  # cores per worker
 DEFAULT_MAX_WAIT_S = 600  # seconds
 DEFAULT_TTL_S = 4 * 3600  # seconds
-DEFAULT_IDLE_TIMEOUT_S = 1800  # seconds
 DEFAULT_MEMORY_MB = 2048  # MiB
 
 _SUFFIXES: dict[str, RequestFormat] = {".toml": "toml", ".jdl": "jdl", ".json": "json"}
@@ -87,7 +89,9 @@ class ServerRequest(BaseModel):
     max_workers: StrictInt = Field(default=1, ge=1)
     max_wait_s: DurationS = DEFAULT_MAX_WAIT_S
     ttl_s: DurationS = Field(default=DEFAULT_TTL_S, validate_default=True)
-    idle_timeout_s: DurationS = DEFAULT_IDLE_TIMEOUT_S
+    idle_timeout_s: DurationS | None = Field(
+        default=None, description="None: the site's podServerIdleTimeout"
+    )
     adaptive: StrictBool = False
     engine: Literal["dask"] = "dask"
     worker: WorkerSpec = WorkerSpec()  # frozen, so one shared default is safe

@@ -2,10 +2,11 @@
 
 POLLING (a window of at most x s, see :mod:`podgrid.jobagent.poller`) → a fitting server: ATTACHING
 (candidates in weighted random order; a refusal moves on) → WORKER (a ``dask worker`` until
-it ends) → detach → POLLING. Nothing within x s → the fallback: ``batch`` takes jobs from the
-master queue (BATCH) as long as there are some, checking the registry between jobs; ``exit``
-ends the agent. SIGTERM or the slot's end → EXITING: the worker is retired, a batch job gets
-its grace period, everything is reported, the agent exits 0.
+it ends; after ``podWorkerIdleTimeout`` s without a task it retires itself, and that server is
+left alone for as long) → detach → POLLING. Nothing within x s → the fallback: ``batch`` takes
+jobs from the master queue (BATCH) as long as there are some, checking the registry between
+jobs; ``exit`` ends the agent. SIGTERM or the slot's end → EXITING: the worker is retired, a
+batch job gets its grace period, everything is reported, the agent exits 0.
 """
 
 from __future__ import annotations
@@ -210,10 +211,12 @@ class Agent:
     async def _run_worker(
         self, offer: ServerOffer, grant: attach_api.Grant, started: float
     ) -> None:
+        idle_timeout_s = float(self.pod.worker_idle_timeout_s)  # read per worker: refreshes apply
         run = WorkerRun(
             grant,
             self.settings.state_dir / "workers" / _safe(grant.name),
             death_timeout_s=float(self.pod.attach_timeout_s),
+            idle_timeout_s=idle_timeout_s,
         )
         try:
             await run.start()
@@ -237,8 +240,18 @@ class Agent:
             await self._detach(offer, grant)
             await run.wait_exit(self.settings.worker_stop_s)
         code = await run.stop(self.settings.grace_s)
-        if end.reason == "exited":
+        if end.reason in ("exited", "idle"):
             await self._detach(offer, grant)  # frees a reservation that never connected
+        if end.reason == "idle":
+            # The cluster did not use this slot: do not go straight back to it (it may well
+            # still publish NeededWorkers); other servers or batch work get the slot first.
+            self._refused[offer.request_id] = time.monotonic() + idle_timeout_s
+            log.info(
+                "jobagent.worker_idle",
+                server=offer.request_id,
+                name=grant.name,
+                idle_timeout_s=idle_timeout_s,
+            )
         log.info(
             "jobagent.worker_ended",
             server=offer.request_id,

@@ -2,10 +2,12 @@
 
 The worker gets the grant's name, nthreads, memory limit and lifetime, and the TLS material
 (written 0600 into a private directory). It ends when the cluster closes, retires it, its
-lifetime is reached, or the scheduler goes away (a worker without nanny closes itself when
-its scheduler connection breaks; the agent also probes the broker every heartbeat and stops
-the worker after two missed probes). The agent stops it gracefully by asking the broker to
-retire it (Dask moves its data), then SIGTERM, then SIGKILL of the whole group.
+lifetime is reached, it had no task for the agent's ``podWorkerIdleTimeout`` (the preload
+:mod:`podgrid.jobagent.idle` retires it; the run ends as ``idle``), or the scheduler goes away
+(a worker without nanny closes itself when its scheduler connection breaks; the agent also
+probes the broker every heartbeat and stops the worker after two missed probes). The agent
+stops it gracefully by asking the broker to retire it (Dask moves its data), then SIGTERM,
+then SIGKILL of the whole group.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Final, Literal
 
 import structlog
 
+from podgrid.jobagent import idle as idle_preload
 from podgrid.jobagent.attach import Grant
 from podgrid.jobagent.processes import exit_status, stop_group
 
@@ -30,7 +33,10 @@ log = structlog.get_logger("podgrid.jobagent")
 REGISTERED_MARK: Final = "Registered to:"
 MISSED_PROBES: Final = 2  # broker probes missed in a row before the worker is stopped
 LOG_CAP_BYTES: Final = 5 * 1024 * 1024
-End = Literal["exited", "stopped", "broker_lost", "start_failed"]
+OUTPUT_DRAIN_S: Final = 2.0  # seconds to read the rest of an ended worker's output
+# Loaded by path, so the worker does not import the agent package (see podgrid.jobagent.idle).
+IDLE_PRELOAD: Final = str(Path(idle_preload.__file__).resolve())
+End = Literal["exited", "idle", "stopped", "broker_lost", "start_failed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +49,18 @@ class WorkerEnd:
 
 
 def worker_command(
-    grant: Grant, tls_dir: Path, work_dir: Path, death_timeout_s: float
+    grant: Grant,
+    tls_dir: Path,
+    work_dir: Path,
+    death_timeout_s: float,
+    idle_timeout_s: float = 0.0,
 ) -> list[str]:
-    """The ``dask worker`` argv for a grant (no nanny: the agent is the nanny)."""
-    return [
+    """The ``dask worker`` argv for a grant (no nanny: the agent is the nanny).
+
+    ``idle_timeout_s`` > 0 adds the idle preload, which retires the worker after that many
+    seconds without a task (its options go last: dask takes what follows as preload argv).
+    """
+    argv = [
         sys.executable,
         "-m",
         "distributed.cli.dask_worker",
@@ -72,6 +86,9 @@ def worker_command(
         "--local-directory",
         str(work_dir),
     ]
+    if idle_timeout_s > 0:
+        argv += ["--preload", IDLE_PRELOAD, "--idle-timeout", f"{idle_timeout_s:g}"]
+    return argv
 
 
 def write_tls(grant: Grant, tls_dir: Path) -> None:
@@ -88,13 +105,17 @@ def write_tls(grant: Grant, tls_dir: Path) -> None:
             f.write(text)
 
 
-async def _follow(stream: asyncio.StreamReader, log_path: Path, registered: asyncio.Event) -> None:
-    """Copy the worker's output to its log (capped) and notice its registration line."""
+async def _follow(
+    stream: asyncio.StreamReader, log_path: Path, registered: asyncio.Event, idle: asyncio.Event
+) -> None:
+    """Copy the worker's output to its log (capped); notice its registration and idle lines."""
     written = 0
     with log_path.open("ab") as out:
         while line := await stream.readline():
             if not registered.is_set() and REGISTERED_MARK.encode() in line:
                 registered.set()
+            if not idle.is_set() and idle_preload.IDLE_MARK.encode() in line:
+                idle.set()
             if written < LOG_CAP_BYTES:
                 out.write(line)
                 out.flush()
@@ -102,14 +123,18 @@ async def _follow(stream: asyncio.StreamReader, log_path: Path, registered: asyn
 
 
 class WorkerRun:
-    """One ``dask worker`` process for one grant."""
+    """One ``dask worker`` process for one grant; ``idle_timeout_s`` 0: never retired idle."""
 
-    def __init__(self, grant: Grant, run_dir: Path, *, death_timeout_s: float) -> None:
+    def __init__(
+        self, grant: Grant, run_dir: Path, *, death_timeout_s: float, idle_timeout_s: float = 0.0
+    ) -> None:
         self.grant = grant
         self.run_dir = run_dir
         self.death_timeout_s = death_timeout_s
+        self.idle_timeout_s = idle_timeout_s
         self.process: asyncio.subprocess.Process | None = None
         self.registered = asyncio.Event()
+        self.retired_idle = asyncio.Event()  # the worker said it retires for want of tasks
         self._follower: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -117,7 +142,9 @@ class WorkerRun:
         tls_dir, work_dir = self.run_dir / "tls", self.run_dir / "work"
         write_tls(self.grant, tls_dir)
         work_dir.mkdir(parents=True, exist_ok=True)
-        argv = worker_command(self.grant, tls_dir, work_dir, self.death_timeout_s)
+        argv = worker_command(
+            self.grant, tls_dir, work_dir, self.death_timeout_s, self.idle_timeout_s
+        )
         self.process = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
@@ -128,13 +155,16 @@ class WorkerRun:
         )
         assert self.process.stdout is not None
         self._follower = asyncio.create_task(
-            _follow(self.process.stdout, self.run_dir / "worker.log", self.registered)
+            _follow(
+                self.process.stdout, self.run_dir / "worker.log", self.registered, self.retired_idle
+            )
         )
         log.info(
             "jobagent.worker_started",
             name=self.grant.name,
             pid=self.process.pid,
             scheduler=self.grant.scheduler_address,
+            idle_timeout_s=self.idle_timeout_s,
         )
 
     async def supervise(
@@ -158,7 +188,9 @@ class WorkerRun:
                 if registered_after is None and self.registered.is_set():
                     registered_after = time.monotonic() - started_at
                 if ended in done:
-                    return WorkerEnd("exited", exit_status(ended.result()), registered_after)
+                    code = exit_status(ended.result())
+                    reason: End = "idle" if await self._said_idle() else "exited"
+                    return WorkerEnd(reason, code, registered_after)
                 if stop in done:
                     return WorkerEnd("stopped", None, registered_after)
                 missed = 0 if await probe() else missed + 1
@@ -169,6 +201,13 @@ class WorkerRun:
             stop.cancel()
             if not ended.done():
                 ended.cancel()
+
+    async def _said_idle(self) -> bool:
+        """Whether the ended worker retired itself as idle (its last output read first)."""
+        if self._follower is not None and not self.retired_idle.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._follower), OUTPUT_DRAIN_S)
+        return self.retired_idle.is_set()
 
     async def wait_registered(self, timeout_s: float) -> bool:
         """Whether the worker registered with its scheduler within ``timeout_s``."""

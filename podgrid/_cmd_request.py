@@ -70,7 +70,7 @@ def _table(request: ServerRequest, file: str) -> Table:
         ("max_workers", str(request.max_workers)),
         ("max_wait", f"{format_duration(request.max_wait_s)} ({request.max_wait_s} s)"),
         ("ttl", f"{format_duration(request.ttl_s)} ({request.ttl_s} s)"),
-        ("idle_timeout", f"{format_duration(request.idle_timeout_s)} ({request.idle_timeout_s} s)"),
+        ("idle_timeout", _idle_timeout(request.idle_timeout_s)),
         ("adaptive", str(request.adaptive).lower()),
         ("engine", request.engine),
         ("worker.cores", str(worker.cores)),
@@ -81,3 +81,10 @@ def _table(request: ServerRequest, file: str) -> Table:
     for field, value in rows:
         table.add_row(field, value)
     return table
+
+
+def _idle_timeout(seconds: int | None) -> str:
+    """The request's idle timeout; unset means the site's ``podServerIdleTimeout`` applies."""
+    if seconds is None:
+        return "site default (podServerIdleTimeout)"
+    return f"{format_duration(seconds)} ({seconds} s)"

@@ -181,7 +181,7 @@ def test_max_workers_cap_is_the_callers() -> None:
 def test_defaults_and_max_defaults_to_min() -> None:
     req = parse_request('[server]\nname = "x"\nmin_workers = 7\n')
     assert (req.min_workers, req.max_workers) == (7, 7)
-    assert (req.max_wait_s, req.ttl_s, req.idle_timeout_s) == (600, 14400, 1800)
+    assert (req.max_wait_s, req.ttl_s, req.idle_timeout_s) == (600, 14400, None)
     assert req.worker == WorkerSpec(cores=1, memory_mb=2048, packages=(), sites=())
     assert (req.adaptive, req.engine) == (False, "dask")
 
