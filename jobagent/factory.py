@@ -13,7 +13,6 @@ import asyncio
 import collections
 import json
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,8 +23,8 @@ from typing import Final, Protocol
 import structlog
 from prometheus_client import Gauge
 
+from podgrid.config.processes import exit_status, stop_group
 from podgrid.config.runtime import wait_event
-from podgrid.jobagent.processes import exit_status, group_members, signal_group
 from podgrid.jobagent.status import ACTIVITIES, AGENT_FILE
 
 log = structlog.get_logger("podgrid.site")
@@ -103,14 +102,7 @@ class LocalBackend:
         proc = self._procs.get(handle)
         if proc is None:
             return
-        signal_group(proc.pid, signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), grace_s)
-        except TimeoutError:
-            log.warning("site.agent_killed", handle=handle, grace_s=grace_s)
-        if await asyncio.to_thread(group_members, proc.pid):
-            signal_group(proc.pid, signal.SIGKILL)
-        await proc.wait()
+        await stop_group(proc, grace_s, killed_event="site.agent_killed", handle=handle)
 
 
 @dataclass

@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import psutil
-
 from podgrid.config import environment
+from podgrid.config.processes import group_alive, signal_group
 from podgrid.masterqueue.models import RequestRecord
 
 TOKEN_ENV = environment.TOKEN
@@ -88,21 +87,6 @@ class Launcher(Protocol):
     async def close(self) -> None:
         """Release connections (the brokers keep running)."""
         ...
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def group_members(pgid: int) -> list[psutil.Process]:
-    """Live (non-zombie) processes of process group ``pgid``."""
-    found: list[psutil.Process] = []
-    for proc in psutil.process_iter(["status"]):
-        with contextlib.suppress(psutil.Error, ProcessLookupError):
-            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-    return found
 
 
 def log_tail(path: Path | None) -> str:
@@ -175,26 +159,26 @@ class LocalLauncher:
 
     @staticmethod
     def _poll(handle: LaunchHandle) -> int | None:
-        if handle.process is None:
-            return None if psutil.pid_exists(handle.pid) else EXIT_UNKNOWN
+        if handle.process is None:  # not our child: it runs while its group exists
+            return None if group_alive(handle.pgid) else EXIT_UNKNOWN
         return handle.process.poll()
 
     async def terminate(self, handle: LaunchHandle) -> None:
         """SIGTERM to the broker's process group."""
-        _signal_group(handle.pgid, signal.SIGTERM)
+        signal_group(handle.pgid, signal.SIGTERM)
 
     async def kill(self, handle: LaunchHandle) -> None:
         """SIGKILL to the broker's process group, then reap the broker."""
-        _signal_group(handle.pgid, signal.SIGKILL)
+        signal_group(handle.pgid, signal.SIGKILL)
         if handle.process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 await asyncio.to_thread(handle.process.wait, 1.0)
 
     async def group_alive(self, handle: LaunchHandle) -> bool:
-        """Whether any process of the group is still running."""
+        """Whether any process of the group is still running (the broker is reaped first)."""
         if self._poll(handle) is None:
             return True
-        return bool(await asyncio.to_thread(group_members, handle.pgid))
+        return group_alive(handle.pgid)
 
     async def describe_exit(self, handle: LaunchHandle) -> str:
         """Exit status plus the log tail, short enough for the request's reason."""

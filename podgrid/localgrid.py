@@ -28,6 +28,7 @@ import psutil
 import structlog
 
 from podgrid.config.hierarchy import default_ldif
+from podgrid.config.processes import signal_group, stop_group, wait_group_gone
 from podgrid.endpoints import ENDPOINTS_FILE_NAME, LocalGridEndpoints
 from podgrid.masterqueue import keys as mq_keys
 from podgrid.masterqueue.service import RunningMasterQueue, run_masterqueue
@@ -200,42 +201,39 @@ async def _start_site(grid: LocalGrid) -> asyncio.subprocess.Process:
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
+    """Every process below ``pid``: agents and their workers lead sessions of their own."""
     try:
         return psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         return []
 
 
-def _kill_all(procs: list[psutil.Process]) -> int:
-    """SIGKILL every process still alive; how many there were."""
-    alive = [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    for p in alive:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    psutil.wait_procs(alive, timeout=KILL_WAIT_S)
-    return len(alive)
+def _live_groups(procs: list[psutil.Process]) -> tuple[int, set[int]]:
+    """How many of ``procs`` still run, and their process groups (ours excluded)."""
+    alive = 0
+    groups: set[int] = set()
+    for p in procs:
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                alive += 1
+                groups.add(os.getpgid(p.pid))
+    groups.discard(os.getpgrp())
+    return alive, groups
 
 
 async def stop_site(proc: asyncio.subprocess.Process, timeout_s: float) -> int | None:
-    """SIGTERM the site (it stops its agents, they stop workers and jobs); SIGKILL the tree
-    after ``timeout_s``; the site's exit code (None if it had to be killed)."""
+    """SIGTERM the site's group (it stops its agents, they stop workers and jobs); SIGKILL it
+    after ``timeout_s``, then every group of its tree still left; the site's exit code (None
+    if it had to be killed)."""
     tree = await asyncio.to_thread(_descendants, proc.pid)
-    code: int | None = proc.returncode
-    if code is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            code = await asyncio.wait_for(proc.wait(), timeout_s)
-        except TimeoutError:
-            log.warning("localgrid.site_killed", timeout_s=timeout_s)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            await proc.wait()
-            code = None
-    left = await asyncio.to_thread(_kill_all, tree)
+    code = await stop_group(proc, timeout_s, killed_event="localgrid.site_killed")
+    left, groups = await asyncio.to_thread(_live_groups, tree)
     if left:
         log.warning("localgrid.site_leftovers_killed", count=left)
-    return code
+        for pgid in groups:
+            signal_group(pgid, signal.SIGKILL)
+        await asyncio.gather(*(wait_group_gone(pgid, KILL_WAIT_S) for pgid in groups))
+    return None if code == -signal.SIGKILL else code
 
 
 async def cancel_active(mq: RunningMasterQueue, timeout_s: float) -> list[int]:
