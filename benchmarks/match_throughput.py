@@ -32,9 +32,9 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from podgrid.masterqueue.models import JobSpec, SlotDescription
 from podgrid.masterqueue.schema import job_events
 from podgrid.masterqueue.store import Store
+from podgrid.protocol import JobSpec, SlotDescription
 from tests.harness.mariadb import MariaDB
 from tests.harness.ports import free_port
 

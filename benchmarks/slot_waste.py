@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from podgrid.config import setup_logging
 from podgrid.masterqueue import keys
 from podgrid.masterqueue.client import MasterQueueClient
-from podgrid.masterqueue.models import JobSpec, SlotDescription
 from podgrid.monitoring.client import HttpPublisher, RegistryClient
+from podgrid.protocol import JobSpec, SlotDescription
 from tests.jobagent.grid import Grid, running_grid
 
 X_S = 60.0  # simulated seconds: podPollDuration

@@ -20,14 +20,9 @@ from typing import Final, Literal
 import aiohttp
 import structlog
 
-from podgrid.masterqueue.client import (
-    Forbidden,
-    MasterQueueClient,
-    MasterQueueClientError,
-    NotFoundError,
-    Unauthorized,
-    WhoAmI,
-)
+from podgrid.errors import CallFailed, Forbidden, NotFound, Unauthorized
+from podgrid.masterqueue.client import MasterQueueClient
+from podgrid.protocol import WhoAmI
 
 log = structlog.get_logger("podgrid.broker")
 
@@ -45,7 +40,7 @@ def masterqueue_lookup(url: str, session: aiohttp.ClientSession | None = None) -
         async with MasterQueueClient(url, token, session, retry_attempts=2) as client:
             try:
                 return await client.whoami()
-            except (Unauthorized, Forbidden, NotFoundError):
+            except (Unauthorized, Forbidden, NotFound):
                 return None
 
     return lookup
@@ -96,7 +91,7 @@ class AgentTokens:
         self.lookups += 1
         try:
             who = await self._lookup(token)
-        except MasterQueueClientError as e:
+        except CallFailed as e:
             log.warning("broker.token_check_unavailable", error=str(e))
             return "unavailable"
         ok = who is not None and who.role in ALLOWED_ROLES

@@ -24,12 +24,17 @@ from podgrid.broker.places import Places
 from podgrid.broker.plugin import PlacesPlugin
 from podgrid.broker.publisher import Publication
 from podgrid.broker.reporter import Reporter, RequestGone
-from podgrid.broker.requirements import requirements_json
 from podgrid.broker.settings import BrokerSettings
 from podgrid.broker.tls import ClusterTLS
 from podgrid.config.runtime import wait_event
-from podgrid.masterqueue.models import RequestRecord
-from podgrid.masterqueue.states import REQUEST_FINAL, RequestState
+from podgrid.protocol import (
+    REQUEST_FINAL,
+    ConnectionInfo,
+    MasterParam,
+    RequestRecord,
+    RequestState,
+    Requirements,
+)
 
 log = structlog.get_logger("podgrid.broker")
 
@@ -65,6 +70,7 @@ class Broker:
         self.server_idle_timeout_s = server_idle_timeout_s
         self.metrics = metrics or BrokerMetrics()
         self.places = Places(record.id, self.request.max_workers, attach_timeout_s)
+        self.requirements = Requirements.of(self.request, settings.min_slot_ttl_s)
         self.tls = ClusterTLS(f"pod{record.id}", float(self.request.ttl_s))
         created_s = record.created_at.timestamp()
         self.wait_deadline_s = created_s + self.request.max_wait_s  # epoch seconds
@@ -113,12 +119,12 @@ class Broker:
         self.attach_url = attach_url
         self.publication.static.update(
             {
-                "Address": attach_url,
-                "MinWorkers": self.request.min_workers,
-                "MaxWorkers": self.request.max_workers,
-                "Owner": self.record.owner,
-                "Requirements": requirements_json(self.request, self.settings.min_slot_ttl_s),
-                "Expires": int(self.expires_s),
+                MasterParam.ADDRESS: attach_url,
+                MasterParam.MIN_WORKERS: self.request.min_workers,
+                MasterParam.MAX_WORKERS: self.request.max_workers,
+                MasterParam.OWNER: self.record.owner,
+                MasterParam.REQUIREMENTS: self.requirements.to_json(),
+                MasterParam.EXPIRES: int(self.expires_s),
             }
         )
         self.state = R.PUBLISHING
@@ -236,17 +242,17 @@ class Broker:
             await wait_event(self._report_wake, self.settings.heartbeat_interval_s)
             self._report_wake.clear()
 
-    def connection(self) -> dict[str, Any]:
+    def connection(self) -> ConnectionInfo:
         """What the owner needs to connect (``podgrid info -c`` turns it into Python)."""
-        return {
-            "scheduler_address": self.scheduler.address if self.scheduler else None,
-            "tls_ca": self.tls.ca.cert_pem,
-            "tls_client_cert": self.tls.client.cert_pem,
-            "tls_client_key": self.tls.client.key_pem,
-            "dashboard_link": None,  # bokeh is not installed: no dashboard
-            "attach_url": self.attach_url,
-            "expires": int(self.expires_s),
-        }
+        return ConnectionInfo(
+            address=self.scheduler.address,
+            tls_ca=self.tls.ca.cert_pem,
+            tls_client_cert=self.tls.client.cert_pem,
+            tls_client_key=self.tls.client.key_pem,
+            dashboard_link=None,  # bokeh is not installed: no dashboard
+            attach_url=self.attach_url,
+            expires=int(self.expires_s),
+        )
 
     async def _report_live(self) -> None:
         if self.final is not None:

@@ -16,12 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from podgrid.masterqueue.models import SlotDescription, WorkerInfo
+from podgrid.errors import PodGridError
+from podgrid.protocol import SlotDescription, WorkerInfo
 
 Clock = Callable[[], float]
 
 
-class NoPlace(Exception):
+class NoPlace(PodGridError):
     """An attach that cannot be granted; ``reason`` is ``full`` or ``closed``."""
 
     def __init__(self, reason: str) -> None:

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 
 import structlog
 
-from podgrid.broker.settings import CLUSTER
-from podgrid.monitoring.client import Publisher, RegistryError
+from podgrid.errors import CallFailed
+from podgrid.monitoring.client import Publisher
+from podgrid.protocol import MASTERS_CLUSTER, MasterParam
 
 log = structlog.get_logger("podgrid.broker")
 
@@ -36,13 +37,13 @@ class Publication:
         """Publish the current values; False when the registry refused or was unreachable."""
         params: dict[str, ParamValue] = {
             **self.static,
-            "NeededWorkers": needed,
-            "Workers": workers,
-            "State": state,
+            MasterParam.NEEDED_WORKERS: needed,
+            MasterParam.WORKERS: workers,
+            MasterParam.STATE: state,
         }
         try:
-            await self.sink.send(CLUSTER, self.node, params, time.time())
-        except RegistryError as e:
+            await self.sink.send(MASTERS_CLUSTER, self.node, params, time.time())
+        except CallFailed as e:
             self.failed_total += 1
             log.warning("broker.publish_failed", node=self.node, error=str(e))
             return False

@@ -7,27 +7,18 @@ the cluster keeps running and catches up when the master queue is back.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import structlog
 
-from podgrid.masterqueue.client import (
-    ConflictError,
-    Forbidden,
-    MasterQueueClient,
-    MasterQueueClientError,
-    NotFoundError,
-    StateReply,
-    Unauthorized,
-)
-from podgrid.masterqueue.models import WorkerInfo
-from podgrid.masterqueue.states import RequestState
+from podgrid.errors import CallFailed, Conflict, Forbidden, NotFound, PodGridError, Unauthorized
+from podgrid.masterqueue.client import MasterQueueClient
+from podgrid.protocol import ConnectionInfo, RequestState, StateReply, WorkerInfo
 
 log = structlog.get_logger("podgrid.broker")
 
 
-class RequestGone(Exception):
+class RequestGone(PodGridError):
     """The master queue no longer knows the request or refuses this broker's token."""
 
 
@@ -47,7 +38,7 @@ class Reporter:
         workers: Sequence[WorkerInfo],
         *,
         address: str | None = None,
-        connection: Mapping[str, Any] | None = None,
+        connection: ConnectionInfo | None = None,
     ) -> StateReply | None:
         """One report; the answer, or None when it could not be delivered (try again later).
 
@@ -57,13 +48,13 @@ class Reporter:
             reply = await self.client.report_state(
                 self.request_id, state, workers=workers, address=address, connection=connection
             )
-        except (NotFoundError, Unauthorized, Forbidden) as e:
+        except (NotFound, Unauthorized, Forbidden) as e:
             raise RequestGone(str(e)) from e
-        except ConflictError as e:
+        except Conflict as e:
             self.failed_total += 1
             log.warning("broker.report_refused", state=state.value, error=str(e))
             return None
-        except MasterQueueClientError as e:
+        except CallFailed as e:
             self.failed_total += 1
             log.warning("broker.report_failed", state=state.value, error=str(e))
             return None

@@ -33,9 +33,11 @@ from podgrid.broker.reporter import Reporter
 from podgrid.broker.settings import TOKEN_NEGATIVE_TTL_S, BrokerSettings
 from podgrid.config import Change, ConfigRefresher, ResolvedConfig, default_ldif
 from podgrid.config.runtime import capture_signals
+from podgrid.errors import PodGridError
 from podgrid.masterqueue.client import MasterQueueClient
-from podgrid.masterqueue.states import REQUEST_FINAL, RequestState
 from podgrid.monitoring.publish_target import open_publisher
+from podgrid.protocol import REQUEST_FINAL, RequestState
+from podgrid.web import error_middleware
 
 log = structlog.get_logger("podgrid.broker")
 
@@ -43,7 +45,7 @@ HTTP_SHUTDOWN_TIMEOUT_S = 2.0
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - compared, not bound
 
 
-class BrokerStartError(RuntimeError):
+class BrokerStartError(PodGridError, RuntimeError):
     """The broker cannot serve its request (final already, or not startable)."""
 
 
@@ -127,7 +129,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 def create_app(settings: BrokerSettings) -> web.Application:
     """Build the broker app; nothing is opened until the app starts."""
-    app = web.Application()
+    app = web.Application(middlewares=[error_middleware("broker")])
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = BrokerMetrics()
     app.cleanup_ctx.append(_runtime)

@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from podgrid.monitoring.publish_target import publish_target
 
-CLUSTER = "PoD_Masters"  # the registry cluster every broker publishes in
 LIFETIME_MARGIN_S = 30  # seconds a worker retires before its batch slot ends
 MIN_LIFETIME_S = 60  # seconds of useful work a slot must still offer
 SHUTDOWN_TIMEOUT_S = 10.0  # seconds for retiring workers and closing the scheduler

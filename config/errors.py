@@ -6,6 +6,8 @@ from typing import Literal
 
 from prometheus_client import Counter
 
+from podgrid.errors import PodGridError
+
 ErrorReason = Literal["invalid_value", "source_unreachable", "bad_source"]
 
 CONFIG_ERRORS = Counter(
@@ -15,7 +17,7 @@ CONFIG_ERRORS = Counter(
 )
 
 
-class ConfigError(Exception):
+class ConfigError(PodGridError):
     """Base of every configuration-hierarchy error."""
 
     reason: ErrorReason = "bad_source"

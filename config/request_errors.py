@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from podgrid.errors import PodGridError
+
 
 @dataclass(frozen=True)
 class RequestIssue:
@@ -38,7 +40,7 @@ class RequestIssue:
         return asdict(self)
 
 
-class RequestError(Exception):
+class RequestError(PodGridError):
     """A request that cannot be read or is invalid; carries every issue found."""
 
     def __init__(self, issues: Sequence[RequestIssue]) -> None:

@@ -31,6 +31,8 @@ import math
 import re
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 
+from podgrid.errors import PodGridError
+
 MAX_DURATION_S = 10 * 365 * 86_400  # seconds: ten years, far beyond any grid slot
 MAX_MEMORY_MB = 16 * 1024 * 1024  # MiB: 16 TiB per worker
 
@@ -59,7 +61,7 @@ _DURATION_HINT = "a duration in seconds or like '90s', '10m', '4h', '1d', '1h30m
 _MEMORY_HINT = "a memory size in MiB or like '512MiB', '2GiB', '512MB', '1.5G'"
 
 
-class UnitError(ValueError):
+class UnitError(PodGridError, ValueError):
     """A duration or memory value that cannot be read; the message names value and expectation."""
 
 

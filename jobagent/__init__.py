@@ -6,12 +6,12 @@ queue, so the slot is never wasted. The factory keeps N agents alive on a site.
 """
 
 from podgrid.jobagent.agent import Agent, Tally
-from podgrid.jobagent.attach import AttachRefused, Grant
+from podgrid.jobagent.attach import AttachRefused
 from podgrid.jobagent.batch import BatchLimits, BatchResult, BatchRunner
 from podgrid.jobagent.factory import AgentSpec, Backend, LocalBackend, SiteFactory, agent_command
 from podgrid.jobagent.poller import ServerPoller
 from podgrid.jobagent.runner import build_agent, run_agent
-from podgrid.jobagent.servers import Requirements, ServerOffer, fitting, weighted_order
+from podgrid.jobagent.servers import ServerOffer, fitting, weighted_order
 from podgrid.jobagent.settings import AgentSettings
 from podgrid.jobagent.slot import Slot, SlotError, SlotFlags, describe_slot
 from podgrid.jobagent.status import Accounting, AgentState, StatusReporter
@@ -27,9 +27,7 @@ __all__ = [
     "BatchLimits",
     "BatchResult",
     "BatchRunner",
-    "Grant",
     "LocalBackend",
-    "Requirements",
     "ServerOffer",
     "ServerPoller",
     "SiteFactory",

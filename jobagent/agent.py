@@ -25,6 +25,7 @@ import structlog
 from podgrid.config.refresher import ConfigRefresher
 from podgrid.config.runtime import wait_event
 from podgrid.config.settings import PodSettings
+from podgrid.errors import CallFailed
 from podgrid.jobagent import attach as attach_api
 from podgrid.jobagent.batch import BatchLimits, BatchRunner
 from podgrid.jobagent.poller import ServerPoller
@@ -33,9 +34,8 @@ from podgrid.jobagent.settings import MAX_BACKOFF_S, AgentSettings
 from podgrid.jobagent.slot import Slot
 from podgrid.jobagent.status import Accounting, Activity, AgentState, StatusReporter
 from podgrid.jobagent.worker import WorkerRun
-from podgrid.masterqueue.client import MasterQueueClient, MasterQueueClientError
-from podgrid.masterqueue.models import Claim
-from podgrid.monitoring.client import RegistryError
+from podgrid.masterqueue.client import MasterQueueClient
+from podgrid.protocol import AttachGrant, Claim
 
 log = structlog.get_logger("podgrid.jobagent")
 
@@ -208,9 +208,7 @@ class Agent:
             return True
         return False
 
-    async def _run_worker(
-        self, offer: ServerOffer, grant: attach_api.Grant, started: float
-    ) -> None:
+    async def _run_worker(self, offer: ServerOffer, grant: AttachGrant, started: float) -> None:
         idle_timeout_s = float(self.pod.worker_idle_timeout_s)  # read per worker: refreshes apply
         run = WorkerRun(
             grant,
@@ -269,7 +267,7 @@ class Agent:
             "jobagent.attached", server=offer.request_id, name=run.grant.name, took_s=round(took, 4)
         )
 
-    async def _detach(self, offer: ServerOffer, grant: attach_api.Grant) -> None:
+    async def _detach(self, offer: ServerOffer, grant: AttachGrant) -> None:
         await attach_api.detach(
             self.session, offer.address, self.settings.token, self.slot.agent_id, grant.name
         )
@@ -285,7 +283,7 @@ class Agent:
                 return []
             # Check the registry again before taking more batch work.
             self._enter(AgentState.POLLING, "polling", Server="", JobId=0)
-            with contextlib.suppress(RegistryError):
+            with contextlib.suppress(CallFailed):
                 offers, _ = await self.poller.snapshot(self.slot, self.pod)
                 offers = [o for o in offers if not self._excluded(o)]
                 if offers:
@@ -300,7 +298,7 @@ class Agent:
         slot = slot.model_copy(update={"ttl_s": int(left)})
         try:
             claim = await self.masterqueue.match(slot)
-        except MasterQueueClientError as e:
+        except CallFailed as e:
             self._failures += 1
             self.tally.match_failures += 1
             pause = min(MAX_BACKOFF_S, 0.5 * 2 ** min(self._failures, 10))

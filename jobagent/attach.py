@@ -1,42 +1,28 @@
-"""Talking to a broker's attach API (HTTP only: the broker and the agent share no code).
+"""Talking to a broker's attach API (HTTP; the messages are :mod:`podgrid.protocol`'s).
 
-``POST {Address}/v1/attach`` with the slot → a :class:`Grant` (worker name, scheduler address,
-TLS material, nthreads, memory limit, lifetime) or :class:`AttachRefused` (409 ``full`` /
-``closed`` / ``requirements``, 401, or a broker that cannot be reached).
+``POST {Address}/v1/attach`` with the slot → an :class:`AttachGrant` (worker name, scheduler
+address, TLS material, nthreads, memory limit, lifetime) or :class:`AttachRefused` (409
+``full`` / ``closed`` / ``requirements``, 401, or a broker that cannot be reached).
 ``POST {Address}/v1/detach`` gives the place back.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Final
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
-from podgrid.masterqueue.models import SlotDescription
+from podgrid.errors import PodGridError
+from podgrid.protocol import AttachGrant, DetachRequest, SlotDescription
+from podgrid.web import decode_error
 
 ATTACH_TIMEOUT_S: Final = 10.0  # seconds for one attach or detach exchange
 PROBE_TIMEOUT_S: Final = 2.0  # seconds for one broker liveness probe
+_REASONS: Final = {401: "unauthorized", 409: "conflict"}
 
 
-class Grant(BaseModel):
-    """What the broker hands an agent to run one Dask worker of its cluster."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    name: str
-    scheduler_address: str
-    tls_ca: str
-    tls_cert: str
-    tls_key: str
-    nthreads: int
-    memory_limit: str
-    lifetime_s: int
-    request_id: int | None = None
-
-
-class AttachRefused(Exception):
+class AttachRefused(PodGridError):
     """The broker said no (``reason``: full, closed, requirements, unauthorized, unreachable)."""
 
     def __init__(self, reason: str, message: str, status: int | None = None) -> None:
@@ -58,7 +44,7 @@ def _headers(token: str) -> dict[str, str]:
 
 async def attach(
     session: aiohttp.ClientSession, address: str, token: str, slot: SlotDescription
-) -> Grant:
+) -> AttachGrant:
     """Ask for a place in the broker's cluster; :class:`AttachRefused` when there is none."""
     url = base_url(address) + "/v1/attach"
     timeout = aiohttp.ClientTimeout(total=ATTACH_TIMEOUT_S)
@@ -72,19 +58,12 @@ async def attach(
         raise AttachRefused("unreachable", str(e) or type(e).__name__) from e
     if status == 200:
         try:
-            return Grant.model_validate_json(text)
+            return AttachGrant.model_validate_json(text)
         except ValidationError as e:
             raise AttachRefused("bad_answer", str(e), status) from e
-    reason = {401: "unauthorized", 409: "conflict"}.get(status, f"http_{status}")
-    message = text[:300]
-    try:
-        body = json.loads(text)
-        if isinstance(body, dict):
-            reason = str(body.get("reason") or reason)
-            message = str(body.get("message") or message)
-    except ValueError:
-        pass
-    raise AttachRefused(reason, message, status)
+    error = decode_error(status, "", text, "broker")
+    reason = str(error.extra.get("reason") or _REASONS.get(status, f"http_{status}"))
+    raise AttachRefused(reason, error.message, status)
 
 
 async def detach(
@@ -96,7 +75,7 @@ async def detach(
     try:
         async with session.post(
             url,
-            json={"agent_id": agent_id, "name": name},
+            json=DetachRequest(agent_id=agent_id, name=name).model_dump(),
             headers=_headers(token),
             timeout=timeout,
         ) as resp:

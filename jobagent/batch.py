@@ -21,10 +21,10 @@ from typing import Final, Literal
 import structlog
 
 from podgrid.config import environment
+from podgrid.errors import CallFailed, Conflict
 from podgrid.jobagent.processes import exit_status, stop_group
-from podgrid.masterqueue.client import ConflictError, MasterQueueClient, MasterQueueClientError
-from podgrid.masterqueue.models import Claim
-from podgrid.masterqueue.states import JobState
+from podgrid.masterqueue.client import MasterQueueClient
+from podgrid.protocol import Claim, JobState
 
 log = structlog.get_logger("podgrid.jobagent")
 
@@ -179,10 +179,10 @@ class BatchRunner:
             try:
                 await self.client.heartbeat_job(claim.job.id, claim.lease_token, state)
                 state = JobState.RUNNING
-            except ConflictError as e:
+            except Conflict as e:
                 log.warning("jobagent.lease_lost", job_id=claim.job.id, error=str(e))
                 return
-            except MasterQueueClientError as e:
+            except CallFailed as e:
                 # The lease may still hold; keep trying until the master queue says otherwise.
                 log.warning("jobagent.heartbeat_failed", job_id=claim.job.id, error=str(e))
             await asyncio.sleep(period)
@@ -195,7 +195,7 @@ class BatchRunner:
             try:
                 record = await self.client.finish_job(claim.job.id, claim.lease_token, code)
                 reported = str(record.state)
-            except MasterQueueClientError as e:
+            except CallFailed as e:
                 log.warning("jobagent.finish_failed", job_id=claim.job.id, error=str(e))
         log.info("jobagent.batch_reported", job_id=claim.job.id, state=reported, exit_code=code)
         return BatchResult(claim.job.id, outcome, code, reported, sandbox, dropped)

@@ -21,15 +21,19 @@ import structlog
 from podgrid.config.retry import retry_policy
 from podgrid.config.runtime import wait_event
 from podgrid.config.settings import PodSettings
+from podgrid.errors import RETRYABLE, CallFailed
 from podgrid.jobagent.servers import ServerOffer, fitting, offers_from_samples, stale_after_ms
 from podgrid.jobagent.slot import Slot
-from podgrid.monitoring.client import RegistryClient, RegistryError, RegistryUnavailable
+from podgrid.monitoring.client import RegistryClient
+from podgrid.protocol import MASTERS_CLUSTER, MasterParam
 
 log = structlog.get_logger("podgrid.jobagent")
 
 T = TypeVar("T")
-NEEDED_QUERY: Final = "*/PoD_Masters/*/NeededWorkers/1:"
-DETAIL_PARAMS: Final = "Address|NeededWorkers|Requirements"
+NEEDED_QUERY: Final = f"*/{MASTERS_CLUSTER}/*/{MasterParam.NEEDED_WORKERS}/1:"
+DETAIL_PARAMS: Final = "|".join(
+    (MasterParam.ADDRESS, MasterParam.NEEDED_WORKERS, MasterParam.REQUIREMENTS)
+)
 HEALTH_TIMEOUT_S: Final = 5.0
 
 
@@ -113,7 +117,7 @@ class ServerPoller:
                 offers, now_ms = await self._round(slot, current, wait_s, since, left, interrupt)
             except Interrupted:
                 continue
-            except RegistryError as e:
+            except CallFailed as e:
                 log.warning("jobagent.registry_failed", error=str(e))
                 offers, now_ms = [], since
             offers = [o for o in offers if not exclude(o)]
@@ -138,7 +142,7 @@ class ServerPoller:
     ) -> tuple[list[ServerOffer], int | None]:
         policy = retry_policy(
             "registry_query",
-            retry_on=RegistryUnavailable,
+            retry_on=RETRYABLE,
             attempts=None,
             deadline_s=max(left_s, 0.0),
         )

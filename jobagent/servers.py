@@ -6,32 +6,17 @@ first one: candidates are drawn at random, weighted by how many workers each sti
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
 from podgrid.jobagent.slot import Slot
 from podgrid.monitoring.client import Sample
+from podgrid.protocol import MASTERS_CLUSTER, MasterParam, Requirements, unmet
 
-CLUSTER: Final = "PoD_Masters"
 STALE_FACTOR: Final = 3  # a server silent for this many publish intervals is presumed gone
 STALE_MARGIN_MS: Final = 2000  # ms added to the staleness bound (clock and network slack)
-
-
-class Requirements(BaseModel):
-    """A server's ``Requirements`` (compact JSON); missing keys demand nothing."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    cores: int = 1
-    memory_mb: int = 0
-    packages: tuple[str, ...] = ()
-    sites: tuple[str, ...] = ()
-    min_ttl_s: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,23 +30,13 @@ class ServerOffer:
     published_ms: int
 
 
-def parse_requirements(raw: object) -> Requirements | None:
-    """The server's requirements; ``None`` when they are unreadable (such a server is skipped)."""
-    if raw is None or raw == "":
-        return Requirements()
-    try:
-        return Requirements.model_validate(json.loads(str(raw)))
-    except (ValueError, ValidationError):
-        return None
-
-
 def offers_from_samples(
     samples: Iterable[Sample], now_ms: int, stale_after_ms: int
 ) -> list[ServerOffer]:
     """Servers with an ``Address`` and a recent ``NeededWorkers`` >= 1."""
     by_node: dict[str, dict[str, Sample]] = {}
     for s in samples:
-        if s.cluster != CLUSTER:
+        if s.cluster != MASTERS_CLUSTER:
             continue
         node = by_node.setdefault(s.node, {})
         old = node.get(s.parameter)
@@ -69,14 +44,13 @@ def offers_from_samples(
             node[s.parameter] = s
     offers = []
     for request_id, params in sorted(by_node.items()):
-        needed, address = params.get("NeededWorkers"), params.get("Address")
+        needed, address = params.get(MasterParam.NEEDED_WORKERS), params.get(MasterParam.ADDRESS)
         if needed is None or address is None or not isinstance(needed.value, int | float):
             continue
         if needed.value < 1 or now_ms - needed.timestamp_ms > stale_after_ms:
             continue
-        reqs = parse_requirements(
-            params["Requirements"].value if "Requirements" in params else None
-        )
+        published = params.get(MasterParam.REQUIREMENTS)
+        reqs = Requirements.parse(published.value if published is not None else None)
         if reqs is None:
             continue
         offers.append(
@@ -88,19 +62,16 @@ def offers_from_samples(
 
 
 def misfit(slot: Slot, reqs: Requirements, remaining_s: float) -> str | None:
-    """Why the slot cannot serve a server with ``reqs`` (None: it fits)."""
-    if reqs.cores > slot.cores:
-        return f"needs {reqs.cores} cores, slot has {slot.cores}"
-    if reqs.memory_mb > slot.memory_mb:
-        return f"needs {reqs.memory_mb} MB, slot has {slot.memory_mb}"
-    missing = set(reqs.packages) - set(slot.packages)
-    if missing:
-        return f"needs packages {sorted(missing)}"
-    if reqs.sites and slot.site not in reqs.sites:
-        return f"wants sites {list(reqs.sites)}, slot is at {slot.site}"
-    if reqs.min_ttl_s > remaining_s:
-        return f"needs {reqs.min_ttl_s} s of slot time, {int(remaining_s)} s left"
-    return None
+    """Why the slot cannot serve a server with ``reqs`` (None: it fits); the broker's own rule."""
+    problems = unmet(
+        reqs,
+        cores=slot.cores,
+        memory_mb=slot.memory_mb,
+        packages=slot.packages,
+        site=slot.site,
+        ttl_s=remaining_s,
+    )
+    return "; ".join(problems) or None
 
 
 def fitting(offers: Iterable[ServerOffer], slot: Slot) -> list[ServerOffer]:

@@ -17,13 +17,14 @@ from typing import Final
 import psutil
 
 from podgrid.config import environment
-from podgrid.masterqueue.models import SlotDescription
+from podgrid.errors import PodGridError
+from podgrid.protocol import SlotDescription
 
 PACKAGES_ENV: Final = environment.SLOT_PACKAGES  # comma-separated packages the slot offers
 BYTES_PER_MB: Final = 1024 * 1024
 
 
-class SlotError(ValueError):
+class SlotError(PodGridError, ValueError):
     """A slot value (flag or batch-system variable) could not be read; the message names it."""
 
 

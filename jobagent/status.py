@@ -22,7 +22,9 @@ import structlog
 from prometheus_client import Counter, Gauge
 
 from podgrid.config.runtime import wait_event
-from podgrid.monitoring.client import Publisher, RegistryError
+from podgrid.errors import CallFailed
+from podgrid.monitoring.client import Publisher
+from podgrid.protocol import AgentParam, agents_cluster
 
 log = structlog.get_logger("podgrid.jobagent")
 
@@ -46,11 +48,6 @@ class AgentState(StrEnum):
     WORKER = "WORKER"
     BATCH = "BATCH"
     EXITING = "EXITING"
-
-
-def agents_cluster(site: str) -> str:
-    """The registry cluster of a site's agents."""
-    return f"PoD_Agents_{site}"
 
 
 class Accounting:
@@ -102,7 +99,11 @@ class StatusReporter:
         self.accounting = accounting
         self._remaining_s = remaining_s
         self._interval_s = interval_s
-        self.fields: dict[str, Any] = {"State": AgentState.POLLING.value, "Server": "", "JobId": 0}
+        self.fields: dict[str, Any] = {
+            AgentParam.STATE: AgentState.POLLING.value,
+            AgentParam.SERVER: "",
+            AgentParam.JOB_ID: 0,
+        }
         self.extra: dict[str, Any] = {}
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -113,7 +114,8 @@ class StatusReporter:
         """Change status fields (State, Server, JobId) and publish soon."""
         self.fields.update(fields)
         for state in AgentState:
-            STATE.labels(state=state.value).set(1 if self.fields["State"] == state.value else 0)
+            current = self.fields[AgentParam.STATE] == state.value
+            STATE.labels(state=state.value).set(1 if current else 0)
         self._changed.set()
 
     def params(self) -> dict[str, str | int | float]:
@@ -121,7 +123,7 @@ class StatusReporter:
         seconds = self.accounting.snapshot()
         params: dict[str, str | int | float] = {
             **self.fields,
-            "RemainingTTL": int(self._remaining_s()),
+            AgentParam.REMAINING_TTL: int(self._remaining_s()),
         }
         for activity, value in seconds.items():
             params[f"Seconds{activity.capitalize()}"] = round(value, 3)
@@ -155,7 +157,7 @@ class StatusReporter:
         try:
             await self.publisher.send(self.cluster, self.agent_id, params)
             self.sent += 1
-        except RegistryError as e:
+        except CallFailed as e:
             log.warning("jobagent.status_publish_failed", error=str(e))
 
     def write_file(self, params: dict[str, str | int | float]) -> None:

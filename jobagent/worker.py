@@ -25,8 +25,8 @@ from typing import Final, Literal
 import structlog
 
 from podgrid.jobagent import idle as idle_preload
-from podgrid.jobagent.attach import Grant
 from podgrid.jobagent.processes import exit_status, stop_group
+from podgrid.protocol import AttachGrant
 
 log = structlog.get_logger("podgrid.jobagent")
 
@@ -49,7 +49,7 @@ class WorkerEnd:
 
 
 def worker_command(
-    grant: Grant,
+    grant: AttachGrant,
     tls_dir: Path,
     work_dir: Path,
     death_timeout_s: float,
@@ -91,7 +91,7 @@ def worker_command(
     return argv
 
 
-def write_tls(grant: Grant, tls_dir: Path) -> None:
+def write_tls(grant: AttachGrant, tls_dir: Path) -> None:
     """The grant's PEM files, private to this user."""
     tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(tls_dir, 0o700)
@@ -126,7 +126,12 @@ class WorkerRun:
     """One ``dask worker`` process for one grant; ``idle_timeout_s`` 0: never retired idle."""
 
     def __init__(
-        self, grant: Grant, run_dir: Path, *, death_timeout_s: float, idle_timeout_s: float = 0.0
+        self,
+        grant: AttachGrant,
+        run_dir: Path,
+        *,
+        death_timeout_s: float,
+        idle_timeout_s: float = 0.0,
     ) -> None:
         self.grant = grant
         self.run_dir = run_dir

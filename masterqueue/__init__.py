@@ -8,28 +8,29 @@ the HTTP layer maps the errors below to status codes (see :mod:`podgrid.masterqu
 from typing import TYPE_CHECKING, Any
 
 from podgrid.masterqueue.errors import (
-    Conflict,
     DatabaseUnavailable,
+    IdempotencyConflict,
     IllegalTransition,
     LeaseLost,
     MasterQueueError,
-    NotFound,
     NotOwner,
+    RecordNotFound,
     StaleLease,
 )
-from podgrid.masterqueue.models import (
+from podgrid.masterqueue.models import Principal
+from podgrid.protocol import (
     Claim,
     JobEvent,
     JobRecord,
     JobSpec,
-    Principal,
+    JobState,
     RequestEvent,
     RequestRecord,
+    RequestState,
     Role,
     SlotDescription,
     WorkerInfo,
 )
-from podgrid.masterqueue.states import JobState, RequestState
 
 if TYPE_CHECKING:
     from podgrid.masterqueue.hosts import MasterHost
@@ -57,8 +58,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Claim",
-    "Conflict",
     "DatabaseUnavailable",
+    "IdempotencyConflict",
     "IllegalTransition",
     "JobEvent",
     "JobRecord",
@@ -67,9 +68,9 @@ __all__ = [
     "LeaseLost",
     "MasterHost",
     "MasterQueueError",
-    "NotFound",
     "NotOwner",
     "Principal",
+    "RecordNotFound",
     "RequestEvent",
     "RequestRecord",
     "RequestState",

@@ -13,9 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from podgrid.config.request import ServerRequest
 from podgrid.masterqueue.db import from_ms, from_ms_required
-from podgrid.masterqueue.errors import Conflict, NotFound
-from podgrid.masterqueue.models import JobEvent, JobRecord, JobSpec, RequestEvent, RequestRecord
+from podgrid.masterqueue.errors import IdempotencyConflict, RecordNotFound
 from podgrid.masterqueue.schema import idempotency_keys, job_events, jobs, request_events, requests
+from podgrid.protocol import JobEvent, JobRecord, JobSpec, RequestEvent, RequestRecord
 
 # Stored requests were validated on submission under the operator's cap; do not re-check it.
 _NO_CAP = {"max_workers_cap": 2**31}
@@ -80,22 +80,22 @@ def job_record(row: sa.RowMapping | dict[str, Any]) -> JobRecord:
 
 
 async def load_request(conn: AsyncConnection, request_id: int) -> sa.RowMapping:
-    """The ``requests`` row or :class:`NotFound`."""
+    """The ``requests`` row or :class:`RecordNotFound`."""
     row = (
         (await conn.execute(sa.select(requests).where(requests.c.id == request_id)))
         .mappings()
         .first()
     )
     if row is None:
-        raise NotFound("request", request_id)
+        raise RecordNotFound("request", request_id)
     return row
 
 
 async def load_job(conn: AsyncConnection, job_id: int) -> sa.RowMapping:
-    """The ``jobs`` row or :class:`NotFound`."""
+    """The ``jobs`` row or :class:`RecordNotFound`."""
     row = (await conn.execute(sa.select(jobs).where(jobs.c.id == job_id))).mappings().first()
     if row is None:
-        raise NotFound("job", job_id)
+        raise RecordNotFound("job", job_id)
     return row
 
 
@@ -128,9 +128,14 @@ async def job_timeline(conn: AsyncConnection, job_id: int) -> list[JobEvent]:
 async def find_idempotent(
     conn: AsyncConnection, owner: str, kind: str, key: str, digest: str
 ) -> int | None:
-    """The id an earlier submission under ``key`` created, or None; Conflict if bodies differ."""
+    """The id an earlier submission under ``key`` created, or None.
+
+    :class:`IdempotencyConflict` when the bodies differ.
+    """
     if not key or len(key) > MAX_IDEMPOTENCY_KEY_LEN:
-        raise Conflict(f"idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters")
+        raise IdempotencyConflict(
+            f"idempotency key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters"
+        )
     t = idempotency_keys.c
     q = sa.select(t.target_id, t.body_sha256).where(
         t.owner == owner, t.kind == kind, t.idem_key == key
@@ -139,7 +144,9 @@ async def find_idempotent(
     if row is None:
         return None
     if row.body_sha256 != digest:
-        raise Conflict(f"idempotency key {key!r} was already used for a different {kind}")
+        raise IdempotencyConflict(
+            f"idempotency key {key!r} was already used for a different {kind}"
+        )
     return int(row.target_id)
 
 

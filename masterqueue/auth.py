@@ -10,16 +10,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from podgrid.errors import ServiceError, http_error
 from podgrid.masterqueue import keys
-from podgrid.masterqueue.http_errors import ApiError
-from podgrid.masterqueue.models import Principal, Role
+from podgrid.masterqueue.models import Principal
+from podgrid.protocol import Role
 
 MAX_TOKEN_CHARS = 512
 _BEARER = "bearer "
 
 
-def _unauthorized(message: str) -> ApiError:
-    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+def _unauthorized(message: str) -> ServiceError:
+    return http_error(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
 
 
 async def principal(request: web.Request) -> Principal:
@@ -43,7 +44,7 @@ async def require(request: web.Request, *roles: Role) -> Principal:
     who = await principal(request)
     if who.role != "admin" and who.role not in roles:
         allowed = ", ".join((*roles, "admin"))
-        raise ApiError(403, "forbidden", f"role {who.role!r} may not do this (needs {allowed})")
+        raise http_error(403, "forbidden", f"role {who.role!r} may not do this (needs {allowed})")
     return who
 
 
@@ -55,4 +56,4 @@ def owner_filter(who: Principal) -> str | None:
 def ensure_owner(who: Principal, owner: str, kind: str, ident: int) -> None:
     """404 unless the caller owns the record or is an admin (existence is not revealed)."""
     if who.role != "admin" and who.name != owner:
-        raise ApiError(404, "not_found", f"{kind} {ident} not found")
+        raise http_error(404, "not_found", f"{kind} {ident} not found")

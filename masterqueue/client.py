@@ -1,15 +1,15 @@
 """The async HTTP client of the master queue, used by the broker, the job agents and the CLI.
 
-:class:`MasterQueueClient` has one typed method per endpoint of DESIGN.md "Master queue / API"
-and returns the pydantic records of :mod:`podgrid.masterqueue.models`. An error answer becomes a
-:class:`MasterQueueHTTPError` subclass chosen by status (401 :class:`Unauthorized`, 403
-:class:`Forbidden`, 404 :class:`NotFoundError`, 409 :class:`ConflictError`, other 4xx
-:class:`BadRequest`, 5xx :class:`ServerError`; all in :mod:`podgrid.masterqueue.client_types`); a
-service that cannot be reached raises :class:`MasterQueueUnreachable`.
+:class:`MasterQueueClient` has one typed method per endpoint of the master queue's API and
+returns the models of :mod:`podgrid.protocol`, the same ones the service answers with. An
+error answer becomes the :class:`podgrid.errors.ServiceError` subclass for its status
+(decoded by :func:`podgrid.web.decode_error`: 401 ``Unauthorized``, 403 ``Forbidden``,
+404 ``NotFound``, 409 ``Conflict``, 503 ``ServiceUnavailable``, other 4xx ``BadRequest``,
+other 5xx ``ServerError``); a service that cannot be reached raises ``Unreachable``.
 
-Retries (``podgrid.config.retry.retry_policy(kind="masterqueue")``) cover connection failures and
-502/503/504, but only where repeating is harmless: reads, cancels and kills (a repeat after a
-lost answer gets a 409 saying the record is already final), broker reports, job heartbeats
+Retries (``podgrid.config.retry.retry_policy(kind="masterqueue")``) cover connection failures
+and 502/503/504, but only where repeating is harmless: reads, cancels and kills (a repeat after
+a lost answer gets a 409 saying the record is already final), broker reports, job heartbeats
 and finishes (the service treats a repeated finish as harmless), and submissions (which always
 carry an ``Idempotency-Key``, generated when not given, so a retried submit creates one
 request). ``match`` and ``create_token`` are retried only when the connection could not even
@@ -20,61 +20,43 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from podgrid.config.request import RequestFormat, ServerRequest
 from podgrid.config.retry import retry_policy
-from podgrid.masterqueue.client_types import (
-    BadRequest,
-    ConflictError,
-    ConnectionReply,
-    Forbidden,
-    JobDetail,
-    MasterQueueClientError,
-    MasterQueueHTTPError,
-    MasterQueueUnreachable,
-    NotFoundError,
-    RequestDetail,
-    ServerError,
-    StateReply,
-    Unauthorized,
-    WhoAmI,
-    error_class,
-)
-from podgrid.masterqueue.models import (
+from podgrid.errors import ServerError, ServiceError, Unreachable
+from podgrid.protocol import (
     Claim,
+    ConnectionInfo,
+    ConnectionReply,
+    JobDetail,
+    JobPage,
     JobRecord,
     JobSpec,
+    JobState,
+    LeaseRenewed,
+    RequestDetail,
+    RequestPage,
     RequestRecord,
+    RequestState,
     Role,
     SlotDescription,
+    StateReply,
+    StateReport,
+    TokenCreate,
+    TokenCreated,
+    WhoAmI,
     WorkerInfo,
 )
-from podgrid.masterqueue.states import JobState, RequestState
+from podgrid.web import decode_error
 
-__all__ = [
-    "BadRequest",
-    "ConflictError",
-    "ConnectionReply",
-    "Forbidden",
-    "JobDetail",
-    "MasterQueueClient",
-    "MasterQueueClientError",
-    "MasterQueueHTTPError",
-    "MasterQueueUnreachable",
-    "NotFoundError",
-    "RequestDetail",
-    "ServerError",
-    "StateReply",
-    "Unauthorized",
-    "WhoAmI",
-]
+__all__ = ["MasterQueueClient"]
 
 REQUEST_TIMEOUT_S: Final = 10.0  # s, one HTTP exchange
 RETRY_ATTEMPTS: Final = 4
@@ -88,6 +70,7 @@ _CONTENT_TYPES: Final[dict[str, str]] = {
 }
 
 M = TypeVar("M", bound=BaseModel)
+P = TypeVar("P", RequestPage, JobPage)
 
 
 class MasterQueueClient:
@@ -175,8 +158,9 @@ class MasterQueueClient:
 
         Follows the service's pagination cursor; ``limit`` caps the total yielded.
         """
-        async for item in self._pages("/v1/requests", "requests", states, page_size, limit):
-            yield _model(RequestRecord, item)
+        async for page in self._pages("/v1/requests", RequestPage, states, page_size, limit):
+            for record in page.requests:
+                yield record
 
     async def connection(self, request_id: int) -> ConnectionReply:
         """The cluster's connection info (scheduler address, TLS material); owner only."""
@@ -195,17 +179,17 @@ class MasterQueueClient:
         *,
         workers: Sequence[WorkerInfo] = (),
         address: str | None = None,
-        connection: Mapping[str, Any] | None = None,
+        connection: ConnectionInfo | None = None,
     ) -> StateReply:
         """Broker heartbeat/report (broker token of that request); says whether to stop."""
-        body: dict[str, Any] = {
-            "state": str(state),
-            "workers": [w.model_dump(mode="json") for w in workers],
-            "address": address,
-            "connection": dict(connection) if connection is not None else None,
-        }
+        report = StateReport(
+            state=RequestState(state), workers=list(workers), address=address, connection=connection
+        )
         data = await self._call(
-            "POST", f"/v1/requests/{request_id}/state", json=body, idempotent=True
+            "POST",
+            f"/v1/requests/{request_id}/state",
+            json=report.model_dump(mode="json"),
+            idempotent=True,
         )
         return _model(StateReply, data)
 
@@ -236,8 +220,9 @@ class MasterQueueClient:
         limit: int | None = None,
     ) -> AsyncIterator[JobRecord]:
         """Iterate over the caller's batch jobs, oldest first, following the cursor."""
-        async for item in self._pages("/v1/jobs", "jobs", states, page_size, limit):
-            yield _model(JobRecord, item)
+        async for page in self._pages("/v1/jobs", JobPage, states, page_size, limit):
+            for record in page.jobs:
+                yield record
 
     async def kill_job(self, job_id: int) -> JobRecord:
         """Kill one of the caller's jobs; the record in state KILLED."""
@@ -255,7 +240,7 @@ class MasterQueueClient:
         """Renew a job's lease (and move it to STARTED/RUNNING); the new expiry time."""
         body = {"lease_token": lease_token, "state": str(state)}
         data = await self._call("POST", f"/v1/jobs/{job_id}/heartbeat", json=body, idempotent=True)
-        return _LeaseReply.model_validate(data).lease_expires_at
+        return _model(LeaseRenewed, data).lease_expires_at
 
     async def finish_job(self, job_id: int, lease_token: str, exit_code: int) -> JobRecord:
         """Report a job's exit code (DONE when 0, else ERROR_E); refused if the lease was lost."""
@@ -267,11 +252,9 @@ class MasterQueueClient:
 
     async def create_token(self, role: Role, name: str, request_id: int | None = None) -> str:
         """Issue a token (admin only); the plaintext, shown once."""
-        body: dict[str, Any] = {"role": role, "name": name}
-        if request_id is not None:
-            body["request_id"] = request_id
-        data = await self._call("POST", "/v1/tokens", json=body)
-        return str(data["token"])
+        body = TokenCreate(role=role, name=name, request_id=request_id)
+        data = await self._call("POST", "/v1/tokens", json=body.model_dump(exclude_none=True))
+        return _model(TokenCreated, data).token
 
     async def whoami(self) -> WhoAmI:
         """Who this client's token belongs to (401 :class:`Unauthorized` when unknown)."""
@@ -288,33 +271,26 @@ class MasterQueueClient:
     async def _pages(
         self,
         path: str,
-        key: str,
+        page_model: type[P],
         states: Sequence[str] | None,
         page_size: int,
         limit: int | None,
-    ) -> AsyncIterator[dict[str, Any]]:
-        after: int | str | None = None
-        yielded = 0
-        while True:
-            params: list[tuple[str, str]] = [("limit", str(page_size))]
+    ) -> AsyncIterator[P]:
+        """Pages of a listing, following the ``next`` cursor; at most ``limit`` records."""
+        after: int | None = None
+        left = limit
+        while left is None or left > 0:
+            size = page_size if left is None else min(page_size, left)
+            params: list[tuple[str, str]] = [("limit", str(size))]
             if states:
                 params.append(("state", ",".join(str(s) for s in states)))
             if after is not None:
                 params.append(("after", str(after)))
-            data = await self._call("GET", path, params=params, idempotent=True)
-            page = _model(
-                _Page,
-                {
-                    "items": data.get(key) if isinstance(data, dict) else None,
-                    "next": data.get("next") if isinstance(data, dict) else None,
-                },
-            )
-            for item in page.items:
-                if limit is not None and yielded >= limit:
-                    return
-                yielded += 1
-                yield item
-            if page.next is None or not page.items:
+            page = _model(page_model, await self._call("GET", path, params=params, idempotent=True))
+            yield page
+            got = len(page.requests if isinstance(page, RequestPage) else page.jobs)
+            left = None if left is None else left - got
+            if page.next is None or got == 0:
                 return
             after = page.next
 
@@ -345,7 +321,7 @@ class MasterQueueClient:
         except _Transient as e:
             raise e.error from None
         except (TimeoutError, aiohttp.ClientError) as e:
-            raise MasterQueueUnreachable(
+            raise Unreachable(
                 f"master queue at {self.url} unreachable ({method} {path}): {_reason(e)}"
             ) from e
         raise AssertionError("unreachable")  # pragma: no cover - the policy re-raises
@@ -362,28 +338,17 @@ class MasterQueueClient:
                 return None
             text = await resp.text()
             if resp.status >= 400:
-                error = _http_error(resp.status, resp.reason or "", text)
+                error = decode_error(resp.status, resp.reason or "", text)
                 if resp.status in _RETRY_STATUSES:
                     raise _Transient(error)
                 raise error
-            return _json(text, resp.status)
-
-
-class _Page(BaseModel):
-    items: list[dict[str, Any]]
-    next: int | None = None
-
-
-class _LeaseReply(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    lease_expires_at: datetime
+            return _json(text)
 
 
 class _Transient(Exception):
     """A 502/503/504 answer, kept for the retry policy; the caller sees ``error``."""
 
-    def __init__(self, error: MasterQueueHTTPError) -> None:
+    def __init__(self, error: ServiceError) -> None:
         super().__init__(str(error))
         self.error = error
 
@@ -394,25 +359,11 @@ def _reason(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
-def _json(text: str, status: int) -> Any:
+def _json(text: str) -> Any:
     try:
         return json.loads(text) if text else None
     except json.JSONDecodeError as e:
-        raise ServerError(status, "bad_response", f"not JSON: {text[:200]!r}") from e
-
-
-def _http_error(status: int, reason: str, text: str) -> MasterQueueHTTPError:
-    code, message, fields = reason.lower().replace(" ", "_") or "error", text[:200], []
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError:
-        body = None
-    if isinstance(body, dict):
-        code = str(body.get("error", code))
-        message = str(body.get("message", message))
-        raw_fields = body.get("fields") or []
-        fields = [f for f in raw_fields if isinstance(f, dict)]
-    return error_class(status)(status, code, message or reason, fields)
+        raise ServerError(f"not JSON: {text[:200]!r}", code="bad_response") from e
 
 
 def _model(cls: type[M], data: Any) -> M:
@@ -420,5 +371,5 @@ def _model(cls: type[M], data: Any) -> M:
         return cls.model_validate(data)
     except ValidationError as e:
         raise ServerError(
-            200, "bad_response", f"unexpected {cls.__name__} from the master queue: {e}"
+            f"unexpected {cls.__name__} from the master queue: {e}", code="bad_response"
         ) from e

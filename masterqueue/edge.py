@@ -1,6 +1,6 @@
 """Reading outside input at the HTTP edge: JSON bodies into pydantic models, query parameters.
 
-Each helper either returns a typed value or raises an :class:`ApiError` 400 naming the field.
+Each helper either returns a typed value or raises a 400 naming the field.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from podgrid.masterqueue.http_errors import ApiError, validation_error
+from podgrid.errors import http_error
+from podgrid.web import validation_error
 
 M = TypeVar("M", bound=BaseModel)
 E = TypeVar("E")
@@ -28,7 +29,7 @@ async def body_text(request: web.Request) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ApiError(
+        raise http_error(
             400, "bad_encoding", f"the body must be UTF-8: byte {e.start} is not valid"
         ) from e
 
@@ -39,21 +40,21 @@ def parse_json(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         where = {"loc": ["body"], "msg": e.msg, "line": e.lineno, "column": e.colno}
-        raise ApiError(
+        raise http_error(
             400,
             "bad_json",
             f"body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}",
             [where],
         ) from e
     except RecursionError as e:
-        raise ApiError(400, "bad_json", "body is not valid JSON: nested too deeply") from e
+        raise http_error(400, "bad_json", "body is not valid JSON: nested too deeply") from e
 
 
 async def json_body(request: web.Request, model: type[M]) -> M:
     """The JSON body validated as ``model`` (400 ``bad_json`` or ``invalid_body``)."""
     data = parse_json(await body_text(request))
     if not isinstance(data, dict):
-        raise ApiError(
+        raise http_error(
             400,
             "invalid_body",
             "the body must be a JSON object",
@@ -69,7 +70,7 @@ def path_id(request: web.Request, name: str = "id") -> int:
     """A positive integer path segment (404 otherwise: no such record)."""
     text = request.match_info[name]
     if not text.isdigit() or len(text) > 18 or int(text) < 1:
-        raise ApiError(404, "not_found", f"no record with id {text!r}")
+        raise http_error(404, "not_found", f"no record with id {text!r}")
     return int(text)
 
 
@@ -80,7 +81,7 @@ def _query_int(
     if text is None or text == "":
         return default
     if not text.isdigit() or not lo <= int(text) <= hi:
-        raise ApiError(
+        raise http_error(
             400,
             "invalid_query",
             f"{name}: expected an integer {lo}..{hi}, got {text!r}",
@@ -106,7 +107,7 @@ def state_params(request: web.Request, parse: Callable[[str], E]) -> list[E] | N
     try:
         return [parse(s) for s in wanted]
     except ValueError as e:
-        raise ApiError(
+        raise http_error(
             400, "invalid_query", f"state: {e}", [{"loc": ["query", "state"], "msg": str(e)}]
         ) from e
 
@@ -117,7 +118,7 @@ def idempotency_key(request: web.Request) -> str | None:
     if key is None:
         return None
     if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY_CHARS or not key.isprintable():
-        raise ApiError(
+        raise http_error(
             400,
             "invalid_header",
             f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable characters",

@@ -1,18 +1,20 @@
 """Domain errors of the master queue; the HTTP layer maps each one to a status code.
 
-Suggested mapping: :class:`NotFound` and :class:`NotOwner` → 404 (a user must not learn that
+Suggested mapping: :class:`RecordNotFound` and :class:`NotOwner` → 404 (a user must not learn that
 another user's request exists), :class:`IllegalTransition`, :class:`StaleLease` and
-:class:`Conflict` → 409, :class:`DatabaseUnavailable` → 503.
+:class:`IdempotencyConflict` → 409, :class:`DatabaseUnavailable` → 503.
 """
 
 from __future__ import annotations
 
+from podgrid.errors import PodGridError
 
-class MasterQueueError(Exception):
+
+class MasterQueueError(PodGridError):
     """Base class of every error the store raises on purpose."""
 
 
-class NotFound(MasterQueueError):
+class RecordNotFound(MasterQueueError):
     """No request, job or token with that id."""
 
     def __init__(self, kind: str, ident: int) -> None:
@@ -53,7 +55,7 @@ class StaleLease(MasterQueueError):
 LeaseLost = StaleLease
 
 
-class Conflict(MasterQueueError):
+class IdempotencyConflict(MasterQueueError):
     """An idempotency key was reused for a different submission."""
 
 

@@ -27,9 +27,9 @@ from podgrid.masterqueue._rows import (
 )
 from podgrid.masterqueue.db import now_ms
 from podgrid.masterqueue.errors import IllegalTransition, NotOwner, StaleLease
-from podgrid.masterqueue.models import JobRecord, JobSpec
 from podgrid.masterqueue.schema import job_events, jobs
-from podgrid.masterqueue.states import JOB_FINAL, JOB_LEASED, JobState
+from podgrid.masterqueue.states import JOB_LEASED
+from podgrid.protocol import JOB_FINAL, JobRecord, JobSpec, JobState
 
 _PROGRESS = (JobState.ASSIGNED, JobState.STARTED, JobState.RUNNING)
 

@@ -23,7 +23,7 @@ from typing import Protocol
 
 from podgrid.config import environment
 from podgrid.config.processes import group_alive, signal_group
-from podgrid.masterqueue.models import RequestRecord
+from podgrid.protocol import RequestRecord
 
 TOKEN_ENV = environment.TOKEN
 URL_ENV = environment.URL

@@ -25,7 +25,7 @@ from podgrid.masterqueue.launcher import (
     LaunchHandle,
     describe_code,
 )
-from podgrid.masterqueue.models import RequestRecord
+from podgrid.protocol import RequestRecord
 
 SSH_CONNECT_TIMEOUT_S = 10.0
 SSH_COMMAND_TIMEOUT_S = 20.0

@@ -22,21 +22,27 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from podgrid.config.runtime import wait_event
-from podgrid.masterqueue.errors import IllegalTransition, MasterQueueError, NotFound
+from podgrid.masterqueue.errors import IllegalTransition, MasterQueueError, RecordNotFound
 from podgrid.masterqueue.launcher import REGISTRY_ENV, URL_ENV, Launcher, LaunchHandle, stop
 from podgrid.masterqueue.metrics import MasterQueueMetrics
-from podgrid.masterqueue.models import RequestRecord
-from podgrid.masterqueue.states import JOB_LEASED, REQUEST_FINAL, JobState, RequestState
+from podgrid.masterqueue.states import JOB_LEASED
 from podgrid.masterqueue.store import Store
 from podgrid.monitoring.client import Publisher
+from podgrid.protocol import (
+    QUEUE_CLUSTER,
+    QUEUE_NODE,
+    REQUEST_FINAL,
+    JobState,
+    QueueParam,
+    RequestRecord,
+    RequestState,
+)
 
 log = structlog.get_logger("podgrid.masterqueue")
 
 LAUNCH_BATCH = 50  # WAITING requests looked at per tick
 KILL_AFTER_TERM_S = 5.0  # seconds between SIGTERM and SIGKILL of a broker's group
 PURGE_EVERY_S = 60.0  # seconds between retention purges
-QUEUE_CLUSTER = "PoD_MasterQueue"  # registry cluster of the master queue's own figures
-QUEUE_NODE = "batch"
 
 
 async def run_every(
@@ -111,7 +117,7 @@ class LaunchLoop:
                 expected=RequestState.WAITING,
                 master_host=host,
             )
-        except (IllegalTransition, NotFound):
+        except (IllegalTransition, RecordNotFound):
             return  # another master queue claimed it, or it was cancelled meanwhile
         token = await self.store.create_token("broker", f"broker-{record.id}", record.id)
         env = {URL_ENV: url, REGISTRY_ENV: self.registry_url}
@@ -134,7 +140,7 @@ class LaunchLoop:
         )
 
     async def _fail(self, request_id: int, reason: str) -> None:
-        with contextlib.suppress(IllegalTransition, NotFound):
+        with contextlib.suppress(IllegalTransition, RecordNotFound):
             await self.store.transition(request_id, RequestState.FAILED, reason)
 
     async def watch(self) -> None:
@@ -148,7 +154,7 @@ class LaunchLoop:
     async def _watch_one(self, request_id: int, handle: LaunchHandle) -> None:
         try:
             state = (await self.store.get_request(request_id)).state
-        except NotFound:
+        except RecordNotFound:
             state = RequestState.DONE  # purged: nothing left to serve
         code = await self.launcher.exit_code(handle)
         if code is not None:
@@ -240,10 +246,10 @@ class QueueDepthPublisher:
     async def tick(self) -> None:
         """Count once and send; a lost datagram is repaired by the next tick."""
         requests_by_state, jobs_by_state = await self.store.state_counts()
-        params = {
-            "WaitingJobs": jobs_by_state.get(JobState.WAITING.value, 0),
-            "RunningJobs": sum(jobs_by_state.get(s.value, 0) for s in JOB_LEASED),
-            "ActiveRequests": sum(
+        params: dict[str, int] = {
+            QueueParam.WAITING_JOBS: jobs_by_state.get(JobState.WAITING.value, 0),
+            QueueParam.RUNNING_JOBS: sum(jobs_by_state.get(s.value, 0) for s in JOB_LEASED),
+            QueueParam.ACTIVE_REQUESTS: sum(
                 n
                 for state, n in requests_by_state.items()
                 if RequestState(state) not in REQUEST_FINAL

@@ -25,9 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from podgrid.masterqueue._driver import DriverStatement
 from podgrid.masterqueue._rows import job_record
 from podgrid.masterqueue.db import now_ms
-from podgrid.masterqueue.models import Claim, SlotDescription
 from podgrid.masterqueue.schema import job_events, jobs
-from podgrid.masterqueue.states import JobState
+from podgrid.protocol import Claim, JobState, SlotDescription
 
 MIN_LEASE_S = 1.0  # seconds
 MAX_LEASE_S = 86_400.0  # seconds

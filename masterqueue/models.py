@@ -1,140 +1,16 @@
-"""Typed records the store takes and returns (pydantic; validated once, at the edge).
-
-Times are timezone-aware UTC ``datetime`` objects everywhere in these records; the database
-keeps them as integer epoch milliseconds (portable across MariaDB and SQLite).
-"""
+"""Records of the master queue that never leave it (the wire ones: :mod:`podgrid.protocol`)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from pydantic import BaseModel, ConfigDict
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
-
-from podgrid.config.request import PackageName, ServerRequest, SiteName
-from podgrid.masterqueue.states import JobState, RequestState
-
-Role = Literal["user", "agent", "broker", "admin"]
-ROLES: tuple[Role, ...] = ("user", "agent", "broker", "admin")
-
-MAX_JOB_TTL_S = 30 * 86400  # seconds
-DEFAULT_JOB_TTL_S = 3600  # seconds
-DEFAULT_MAX_ATTEMPTS = 3
-OwnerName = Annotated[StrictStr, Field(min_length=1, max_length=128)]
+from podgrid.protocol import Role
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class WorkerInfo(_Record):
-    """One Dask worker attached to a request's cluster, as its broker reports it."""
-
-    name: str
-    host: str
-    site: str
-    agent_id: str
-    attached_at: datetime
-    startup_s: float | None = None
-
-
-class RequestRecord(_Record):
-    """A server request and what its broker last reported.
-
-    ``connection`` (scheduler address, CA, client certificate and key) is for the owner only:
-    use :meth:`public` before showing the record to anyone else.
-    """
-
-    id: int
-    owner: str
-    name: str
-    state: RequestState
-    reason: str | None
-    request: ServerRequest
-    created_at: datetime
-    updated_at: datetime
-    broker_token_id: int | None = None
-    master_host: str | None = None
-    address: str | None = None
-    workers: list[WorkerInfo] = Field(default_factory=list)
-    worker_count: int = 0
-    connection: dict[str, Any] | None = None
-    last_heartbeat: datetime | None = None
-
-    def public(self) -> RequestRecord:
-        """The record without the owner-only connection secrets."""
-        return self.model_copy(update={"connection": None})
-
-
-class RequestEvent(_Record):
-    """One entry of a request's timeline."""
-
-    state: RequestState
-    reason: str | None
-    at: datetime
-
-
-class JobSpec(_Record):
-    """A batch job as submitted: an argv (no shell), its environment and requirements."""
-
-    command: list[Annotated[StrictStr, Field(min_length=1)]] = Field(min_length=1)
-    env: dict[StrictStr, StrictStr] = Field(default_factory=dict)
-    cores: int = Field(1, ge=1, le=1024)
-    memory_mb: int = Field(1024, ge=1)
-    ttl_s: int = Field(DEFAULT_JOB_TTL_S, ge=1, le=MAX_JOB_TTL_S)
-    packages: tuple[PackageName, ...] = ()
-    sites: tuple[SiteName, ...] = Field((), description="empty: any site")
-    priority: int = Field(0, ge=-1000, le=1000)
-    max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, ge=1, le=100)
-
-
-class JobRecord(_Record):
-    """A batch job and where it stands; ``lease_expires_at`` only while an agent holds it."""
-
-    id: int
-    owner: str
-    spec: JobSpec
-    state: JobState
-    attempts: int
-    agent_id: str | None
-    lease_expires_at: datetime | None
-    exit_code: int | None
-    created_at: datetime
-    updated_at: datetime
-
-
-class JobEvent(_Record):
-    """One entry of a job's history (who held it, what happened)."""
-
-    state: JobState
-    agent_id: str | None
-    reason: str | None
-    at: datetime
-
-
-class SlotDescription(_Record):
-    """What a job agent's batch slot offers; jobs must fit inside it."""
-
-    agent_id: Annotated[StrictStr, Field(min_length=1, max_length=128)]
-    site: SiteName
-    ce: str = ""
-    host: str = ""
-    cores: int = Field(ge=1)
-    memory_mb: int = Field(ge=1)
-    ttl_s: int = Field(ge=1)
-    packages: tuple[PackageName, ...] = ()
-
-
-class Claim(_Record):
-    """A job handed to one agent: ``lease_token`` fences every later heartbeat and finish."""
-
-    job: JobRecord
-    lease_token: str
-    lease_s: float
-
-
-class Principal(_Record):
+class Principal(BaseModel):
     """Who a bearer token belongs to; ``request_id`` is set for a per-request broker token."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     token_id: int
     name: str

@@ -23,9 +23,9 @@ from podgrid.masterqueue._rows import (
 )
 from podgrid.masterqueue.db import now_ms
 from podgrid.masterqueue.errors import IllegalTransition, NotOwner
-from podgrid.masterqueue.models import RequestRecord, WorkerInfo
 from podgrid.masterqueue.schema import request_events, requests
-from podgrid.masterqueue.states import RequestState, request_move_allowed, request_path
+from podgrid.masterqueue.states import request_move_allowed, request_path
+from podgrid.protocol import ConnectionInfo, RequestRecord, RequestState, WorkerInfo
 
 CAS_ROUNDS = 3  # re-reads after losing a compare-and-set race before giving up
 
@@ -146,7 +146,7 @@ async def broker_report(
     state: RequestState,
     workers: Sequence[WorkerInfo],
     address: str | None,
-    connection: dict[str, Any] | None,
+    connection: ConnectionInfo | None,
 ) -> RequestRecord:
     """A broker's heartbeat: its state (walked forward along the chain), workers, address."""
     row = await load_request(conn, request_id)
@@ -168,7 +168,7 @@ async def broker_report(
     if address is not None:
         values["address"] = address
     if connection is not None:
-        values["connection"] = connection
+        values["connection"] = connection.model_dump(mode="json")
     result = await conn.execute(
         requests.update()
         .where(requests.c.id == request_id, requests.c.state == current.value)

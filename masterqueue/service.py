@@ -24,8 +24,9 @@ from sqlalchemy.engine import make_url
 
 from podgrid.config.hierarchy import default_ldif, resolve
 from podgrid.config.runtime import write_private_file
+from podgrid.errors import PodGridError
 from podgrid.masterqueue import keys, views, views_jobs
-from podgrid.masterqueue.http_errors import error_middleware
+from podgrid.masterqueue.http_errors import masterqueue_middleware
 from podgrid.masterqueue.launcher import Launcher, LocalLauncher
 from podgrid.masterqueue.launcher_ssh import SshLauncher
 from podgrid.masterqueue.loops import LaunchLoop, QueueDepthPublisher, SweepLoop, run_every
@@ -46,7 +47,7 @@ _MASTER_HOSTS = web.AppKey("master_hosts", list[str])
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
 
-class LauncherUnavailable(RuntimeError):
+class LauncherUnavailable(PodGridError, RuntimeError):
     """The configured launcher cannot run here."""
 
 
@@ -172,7 +173,9 @@ async def _loops(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: MasterQueueSettings, store: Store | None = None) -> web.Application:
     """Build the master-queue app; nothing is opened until the app starts."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[masterqueue_middleware()], client_max_size=settings.max_body_bytes
+    )
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = MasterQueueMetrics()
     app[keys.RUNTIME] = keys.Runtime()

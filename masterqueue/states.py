@@ -1,39 +1,21 @@
-"""Request and batch-job states and the legal moves between them."""
+"""The legal moves between request and batch-job states (the states: :mod:`podgrid.protocol`)."""
 
 from __future__ import annotations
 
-from enum import StrEnum
+from podgrid.protocol.states import JOB_FINAL, REQUEST_FINAL, JobState, RequestState
 
-
-class RequestState(StrEnum):
-    """Lifecycle of a server request (DESIGN.md, "Master queue")."""
-
-    WAITING = "WAITING"
-    STARTING = "STARTING"
-    PUBLISHING = "PUBLISHING"
-    READY = "READY"
-    FULL = "FULL"
-    DONE = "DONE"
-    CANCELLED = "CANCELLED"
-    EXPIRED = "EXPIRED"
-    FAILED = "FAILED"
-
-
-class JobState(StrEnum):
-    """AliEn's batch-job states."""
-
-    WAITING = "WAITING"
-    ASSIGNED = "ASSIGNED"
-    STARTED = "STARTED"
-    RUNNING = "RUNNING"
-    DONE = "DONE"
-    ERROR_E = "ERROR_E"
-    EXPIRED = "EXPIRED"
-    KILLED = "KILLED"
-
+__all__ = [
+    "JOB_FINAL",
+    "JOB_LEASED",
+    "REQUEST_CHAIN",
+    "REQUEST_FINAL",
+    "JobState",
+    "RequestState",
+    "request_move_allowed",
+    "request_path",
+]
 
 R = RequestState
-REQUEST_FINAL: frozenset[RequestState] = frozenset({R.DONE, R.CANCELLED, R.EXPIRED, R.FAILED})
 # The main chain a broker walks through; broker_report may skip ahead along it.
 REQUEST_CHAIN: tuple[RequestState, ...] = (R.WAITING, R.STARTING, R.PUBLISHING, R.READY, R.FULL)
 _FORWARD: dict[RequestState, frozenset[RequestState]] = {
@@ -46,7 +28,6 @@ _FORWARD: dict[RequestState, frozenset[RequestState]] = {
 _ABORT: frozenset[RequestState] = frozenset({R.CANCELLED, R.EXPIRED, R.FAILED})
 
 J = JobState
-JOB_FINAL: frozenset[JobState] = frozenset({J.DONE, J.ERROR_E, J.EXPIRED, J.KILLED})
 JOB_LEASED: frozenset[JobState] = frozenset({J.ASSIGNED, J.STARTED, J.RUNNING})
 
 

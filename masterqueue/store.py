@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -27,20 +26,22 @@ from podgrid.masterqueue._rows import (
 from podgrid.masterqueue.db import DB_RETRY_DEADLINE_S, Database, create_engine, epoch_ms
 from podgrid.masterqueue.hosts import MasterHost
 from podgrid.masterqueue.migrate import migrate
-from podgrid.masterqueue.models import (
+from podgrid.masterqueue.models import Principal
+from podgrid.masterqueue.sweeps import Swept
+from podgrid.protocol import (
     Claim,
+    ConnectionInfo,
     JobEvent,
     JobRecord,
     JobSpec,
-    Principal,
+    JobState,
     RequestEvent,
     RequestRecord,
+    RequestState,
     Role,
     SlotDescription,
     WorkerInfo,
 )
-from podgrid.masterqueue.states import JobState, RequestState
-from podgrid.masterqueue.sweeps import Swept
 
 
 def _now(now: datetime | None) -> int:
@@ -103,7 +104,7 @@ class Store:
     ) -> RequestRecord:
         """Store a WAITING request; a repeated ``idempotency_key`` returns the first record.
 
-        Raises Conflict when the key was used by this owner for a different source text.
+        Raises IdempotencyConflict when the key was used by this owner for a different source text.
         """
 
         async def work(c: AsyncConnection) -> RequestRecord:
@@ -112,7 +113,7 @@ class Store:
         return await self._db.run_idempotent(work, name="submit_request")
 
     async def get_request(self, request_id: int) -> RequestRecord:
-        """One request (NotFound if missing); check ``owner`` before showing ``connection``."""
+        """One request (RecordNotFound if missing); check ``owner`` before showing it."""
 
         async def work(c: AsyncConnection) -> RequestRecord:
             return request_record(await load_request(c, request_id))
@@ -160,7 +161,7 @@ class Store:
         state: RequestState,
         workers: Sequence[WorkerInfo],
         address: str | None = None,
-        connection: dict[str, Any] | None = None,
+        connection: ConnectionInfo | None = None,
     ) -> RequestRecord:
         """A broker heartbeat: state (may skip ahead along the main chain), workers, address."""
         return await self._db.run(
@@ -188,7 +189,7 @@ class Store:
         return await self._db.run(lambda c: jobs.submit_many(c, owner, specs), name="submit_jobs")
 
     async def get_job(self, job_id: int) -> JobRecord:
-        """One job (NotFound if missing)."""
+        """One job (RecordNotFound if missing)."""
 
         async def work(c: AsyncConnection) -> JobRecord:
             return job_record(await load_job(c, job_id))

@@ -23,7 +23,8 @@ from podgrid.masterqueue.schema import (
     requests,
     tokens,
 )
-from podgrid.masterqueue.states import JOB_FINAL, JOB_LEASED, REQUEST_FINAL, JobState, RequestState
+from podgrid.masterqueue.states import JOB_LEASED
+from podgrid.protocol import JOB_FINAL, REQUEST_FINAL, JobState, RequestState
 
 SWEEP_BATCH = 500  # rows looked at per sweep call
 _WAITING_FOR_WORKERS = (RequestState.WAITING, RequestState.STARTING, RequestState.PUBLISHING)

@@ -10,8 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from podgrid.masterqueue._rows import inserted_id, load_request
 from podgrid.masterqueue.db import now_ms
-from podgrid.masterqueue.models import ROLES, Principal, Role
+from podgrid.masterqueue.models import Principal
 from podgrid.masterqueue.schema import requests, tokens
+from podgrid.protocol import ROLES, Role
 
 TOKEN_PREFIX = "pgt_"  # noqa: S105 - a prefix, not a secret
 TOKEN_BYTES = 32

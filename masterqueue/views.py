@@ -19,7 +19,8 @@ user's request or job: existence is never revealed to other users); 409 ``illega
 Records::
 
     Request = {"id", "owner", "name", "state", "reason", "request": {ServerRequest as JSON:
-               name, min_workers, max_workers, max_wait_s, ttl_s, idle_timeout_s, adaptive,
+               name, min_workers, max_workers, max_wait_s, ttl_s, idle_timeout_s (null: the site's
+               podServerIdleTimeout), adaptive,
                engine, worker: {cores, memory_mb, packages, sites}}, "created_at", "updated_at",
                "broker_token_id", "master_host", "address", "workers": [{"name", "host",
                "site", "agent_id", "attached_at", "startup_s"}], "worker_count",
@@ -70,11 +71,12 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
 from podgrid.config.request import RequestFormat, parse_request
 from podgrid.config.request_errors import RequestError
+from podgrid.errors import http_error
 from podgrid.masterqueue import keys
-from podgrid.masterqueue.api_models import BrokerReport, TokenCreate
 from podgrid.masterqueue.auth import ensure_owner, owner_filter, principal, require
 from podgrid.masterqueue.edge import (
     body_text,
@@ -86,9 +88,19 @@ from podgrid.masterqueue.edge import (
     state_params,
 )
 from podgrid.masterqueue.errors import IllegalTransition
-from podgrid.masterqueue.http_errors import ApiError, request_config_error
-from podgrid.masterqueue.models import Principal, RequestRecord
-from podgrid.masterqueue.states import REQUEST_FINAL, RequestState
+from podgrid.masterqueue.http_errors import request_config_error
+from podgrid.masterqueue.models import Principal
+from podgrid.protocol import (
+    REQUEST_FINAL,
+    ConnectionReply,
+    RequestRecord,
+    RequestState,
+    StateReply,
+    StateReport,
+    TokenCreate,
+    TokenCreated,
+    WhoAmI,
+)
 
 _FORMATS: dict[str, RequestFormat] = {
     "application/toml": "toml",
@@ -142,11 +154,11 @@ async def list_requests(request: web.Request) -> web.Response:
 
 async def _visible_request(request: web.Request, who: Principal, request_id: int) -> RequestRecord:
     if who.role == "agent":
-        raise ApiError(403, "forbidden", "role 'agent' may not read requests")
+        raise http_error(403, "forbidden", "role 'agent' may not read requests")
     record = await request.app[keys.STORE].get_request(request_id)
     if who.role == "broker":
         if who.request_id != request_id:
-            raise ApiError(404, "not_found", f"request {request_id} not found")
+            raise http_error(404, "not_found", f"request {request_id} not found")
         return record
     ensure_owner(who, record.owner, "request", request_id)
     return record
@@ -170,16 +182,12 @@ async def get_connection(request: web.Request) -> web.Response:
     record = await request.app[keys.STORE].get_request(request_id)
     if record.owner != who.name:
         if who.role == "admin":
-            raise ApiError(403, "forbidden", "the connection is shown to the owner only")
-        raise ApiError(404, "not_found", f"request {request_id} not found")
-    return web.json_response(
-        {
-            "id": record.id,
-            "state": record.state.value,
-            "address": record.address,
-            "connection": record.connection,
-        }
+            raise http_error(403, "forbidden", "the connection is shown to the owner only")
+        raise http_error(404, "not_found", f"request {request_id} not found")
+    reply = ConnectionReply(
+        id=record.id, state=record.state, address=record.address, connection=record.connection
     )
+    return _json(reply)
 
 
 async def cancel_request(request: web.Request) -> web.Response:
@@ -192,15 +200,13 @@ async def cancel_request(request: web.Request) -> web.Response:
     return web.json_response(request_json(record))
 
 
+def _json(message: BaseModel, status: int = 200) -> web.Response:
+    return web.json_response(message.model_dump(mode="json"), status=status)
+
+
 def _report_answer(record: RequestRecord) -> web.Response:
-    return web.json_response(
-        {
-            "id": record.id,
-            "state": record.state.value,
-            "reason": record.reason,
-            "cancel": record.state in REQUEST_FINAL,
-        }
-    )
+    cancel = record.state in REQUEST_FINAL
+    return _json(StateReply(id=record.id, state=record.state, reason=record.reason, cancel=cancel))
 
 
 async def broker_state(request: web.Request) -> web.Response:
@@ -208,8 +214,8 @@ async def broker_state(request: web.Request) -> web.Response:
     who = await require(request, "broker")
     request_id = path_id(request)
     if who.role == "broker" and who.request_id != request_id:
-        raise ApiError(403, "forbidden", "this broker token belongs to another request")
-    report = await json_body(request, BrokerReport)
+        raise http_error(403, "forbidden", "this broker token belongs to another request")
+    report = await json_body(request, StateReport)
     store = request.app[keys.STORE]
     current = await store.get_request(request_id)
     if current.state in REQUEST_FINAL:
@@ -231,23 +237,21 @@ async def create_token(request: web.Request) -> web.Response:
     await require(request, "admin")
     body = await json_body(request, TokenCreate)
     if body.request_id is not None and body.role != "broker":
-        raise ApiError(
+        raise http_error(
             400,
             "invalid_body",
             "request_id: only broker tokens belong to a request",
             [{"loc": ["request_id"], "msg": "only broker tokens belong to a request"}],
         )
     token = await request.app[keys.STORE].create_token(body.role, body.name, body.request_id)
-    return web.json_response(
-        {"token": token, "role": body.role, "name": body.name, "request_id": body.request_id},
-        status=201,
-    )
+    created = TokenCreated(token=token, role=body.role, name=body.name, request_id=body.request_id)
+    return _json(created, status=201)
 
 
 async def whoami(request: web.Request) -> web.Response:
     """``GET /v1/whoami``: who the bearer token belongs to (brokers check agent tokens with it)."""
     who = await principal(request)
-    return web.json_response({"name": who.name, "role": who.role, "request_id": who.request_id})
+    return _json(WhoAmI(name=who.name, role=who.role, request_id=who.request_id))
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -7,7 +7,6 @@ from typing import Any
 from aiohttp import web
 
 from podgrid.masterqueue import keys
-from podgrid.masterqueue.api_models import JobFinish, JobHeartbeat
 from podgrid.masterqueue.auth import ensure_owner, owner_filter, require
 from podgrid.masterqueue.edge import (
     idempotency_key,
@@ -17,8 +16,15 @@ from podgrid.masterqueue.edge import (
     path_id,
     state_params,
 )
-from podgrid.masterqueue.models import JobRecord, JobSpec, SlotDescription
-from podgrid.masterqueue.states import JobState
+from podgrid.protocol import (
+    JobFinish,
+    JobHeartbeat,
+    JobRecord,
+    JobSpec,
+    JobState,
+    LeaseRenewed,
+    SlotDescription,
+)
 
 
 def job_json(record: JobRecord) -> dict[str, Any]:
@@ -77,9 +83,7 @@ async def match(request: web.Request) -> web.Response:
         app[keys.METRICS].matches.labels(result="empty").inc()
         return web.Response(status=204)
     app[keys.METRICS].matches.labels(result="claimed").inc()
-    return web.json_response(
-        {"job": job_json(claim.job), "lease_token": claim.lease_token, "lease_s": claim.lease_s}
-    )
+    return web.json_response(claim.model_dump(mode="json"))
 
 
 async def heartbeat_job(request: web.Request) -> web.Response:
@@ -90,7 +94,8 @@ async def heartbeat_job(request: web.Request) -> web.Response:
     expires = await request.app[keys.STORE].heartbeat_job(
         job_id, body.lease_token, JobState(body.state)
     )
-    return web.json_response({"id": job_id, "lease_expires_at": expires.isoformat()})
+    renewed = LeaseRenewed(id=job_id, lease_expires_at=expires)
+    return web.json_response(renewed.model_dump(mode="json"))
 
 
 async def finish_job(request: web.Request) -> web.Response:

@@ -14,6 +14,7 @@ import math
 import struct
 from dataclasses import dataclass
 
+from podgrid.errors import PodGridError
 from podgrid.monitoring.history import Value
 
 TYPE_STRING = 0
@@ -46,7 +47,7 @@ _DOUBLE = struct.Struct(">d")
 _FORBIDDEN_IN_NAMES = frozenset("/|\r\n\t\x00")
 
 
-class DatagramError(ValueError):
+class DatagramError(PodGridError, ValueError):
     """A datagram that cannot be accepted; ``reason`` is one of :data:`REASONS`."""
 
     def __init__(self, reason: str, detail: str = "") -> None:

@@ -20,6 +20,7 @@ import structlog
 from yarl import URL
 
 from podgrid.config.retry import retry_policy
+from podgrid.errors import RETRYABLE, CallFailed, ServerError, ServiceError, Unreachable
 from podgrid.monitoring.apmon_publisher import SEND_FAILURES, ApMonPublisher, ParamValue
 from podgrid.monitoring.rest_parse import (
     MEDIA_TYPES,
@@ -29,6 +30,7 @@ from podgrid.monitoring.rest_parse import (
     parse_names,
     parse_samples,
 )
+from podgrid.web import decode_error
 
 __all__ = [
     "ApMonPublisher",
@@ -38,9 +40,6 @@ __all__ = [
     "Publisher",
     "QueryResult",
     "RegistryClient",
-    "RegistryError",
-    "RegistryRejected",
-    "RegistryUnavailable",
     "Sample",
     "rest_path",
     "wait_for",
@@ -50,27 +49,6 @@ log = structlog.get_logger("podgrid.monitoring.client")
 
 REQUEST_TIMEOUT_S: Final = 10.0  # s, one HTTP exchange when not long-polling
 NOW_HEADER: Final = "X-Registry-Now-Ms"
-
-
-class RegistryError(Exception):
-    """A call to the registry failed."""
-
-
-class RegistryUnavailable(RegistryError):
-    """The registry could not be reached or answered 5xx (worth retrying)."""
-
-
-class RegistryRejected(RegistryError):
-    """The registry refused the call (4xx); ``fields`` holds its field-level complaints."""
-
-    def __init__(self, status: int, message: str, fields: list[dict[str, Any]]) -> None:
-        detail = "; ".join(f"{f.get('loc')}: {f.get('msg')}" for f in fields)
-        super().__init__(
-            f"registry refused ({status}): {message}" + (f" [{detail}]" if detail else "")
-        )
-        self.status = status
-        self.message = message
-        self.fields = fields
 
 
 class Publisher(Protocol):
@@ -168,26 +146,14 @@ class _Session:
             self.owned = None
 
 
-async def _error_of(resp: aiohttp.ClientResponse) -> RegistryError:
-    """The domain error for a non-2xx answer, with the registry's message when it sent one."""
-    text = await resp.text()
-    if resp.status >= 500:
-        return RegistryUnavailable(f"registry answered {resp.status}: {text[:200]}")
-    message, fields = text[:500], []
-    try:
-        doc = await resp.json(content_type=None)
-    except ValueError:
-        doc = None
-    if isinstance(doc, dict):
-        message = str(doc.get("error", message))
-        raw = doc.get("fields")
-        fields = [f for f in raw if isinstance(f, dict)] if isinstance(raw, list) else []
-    return RegistryRejected(resp.status, message, fields)
+async def _error_of(resp: aiohttp.ClientResponse) -> ServiceError:
+    """The error for a non-2xx answer, decoded from the one error body."""
+    return decode_error(resp.status, resp.reason or "", await resp.text(), "registry")
 
 
-def _unreachable(url: URL, e: Exception) -> RegistryUnavailable:
+def _unreachable(url: URL, e: Exception) -> Unreachable:
     reason = str(e) or type(e).__name__
-    return RegistryUnavailable(f"cannot reach registry at {url}: {reason}")
+    return Unreachable(f"cannot reach registry at {url}: {reason}")
 
 
 class _Base:
@@ -216,7 +182,7 @@ class HttpPublisher(_Base):
     """Publishes batches over ``POST /publish`` with a bearer token.
 
     Connection errors and 5xx are retried (``registry_publish`` policy) and end in
-    :class:`RegistryUnavailable`; a 4xx raises :class:`RegistryRejected` at once.
+    :class:`podgrid.errors.Unreachable` or a 5xx error; a 4xx error is raised at once.
     """
 
     def __init__(
@@ -241,7 +207,7 @@ class HttpPublisher(_Base):
         body = [item.to_json() for item in items]
         policy = retry_policy(
             "registry_publish",
-            retry_on=(RegistryUnavailable,),
+            retry_on=RETRYABLE,
             attempts=self._attempts,
             deadline_s=self._deadline_s,
         )
@@ -249,8 +215,8 @@ class HttpPublisher(_Base):
             async for attempt in policy:
                 with attempt:
                     return await self._post(body)
-        except RegistryError as e:
-            reason = "rejected" if isinstance(e, RegistryRejected) else "unavailable"
+        except CallFailed as e:
+            reason = "unavailable" if isinstance(e, RETRYABLE) else "rejected"
             SEND_FAILURES.labels(transport="http", reason=reason).inc()
             raise
         raise AssertionError("unreachable: the retry policy re-raises")  # pragma: no cover
@@ -278,7 +244,9 @@ class HttpPublisher(_Base):
         except (aiohttp.ClientConnectionError, TimeoutError) as e:
             raise _unreachable(self.url, e) from e
         except ValueError as e:
-            raise RegistryError(f"registry answered /publish with invalid JSON: {e}") from e
+            raise ServerError(
+                f"registry answered /publish with invalid JSON: {e}", code="bad_response"
+            ) from e
         return int(doc.get("accepted", 0)) if isinstance(doc, dict) else 0
 
 

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Literal
 
+from podgrid.errors import PodGridError
 from podgrid.monitoring.history import Value
 
 Format = Literal["text/plain", "text/csv", "application/json"]
@@ -17,7 +18,7 @@ CSV_HEADER = "#Farm|Cluster|Node|Parameter|Value|Timestamp"
 Row = tuple[str, str, str, str, Value, int]
 
 
-class FormatError(ValueError):
+class FormatError(PodGridError, ValueError):
     """An ``?Accept=`` value that names no supported format."""
 
 

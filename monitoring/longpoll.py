@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from podgrid.errors import PodGridError
 from podgrid.monitoring.history import Value
 from podgrid.monitoring.query import Query
 
 
-class TooManyWaiters(RuntimeError):
+class TooManyWaiters(PodGridError, RuntimeError):
     """The hub already holds ``max_waiters`` long-polls."""
 
 

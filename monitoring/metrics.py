@@ -15,9 +15,9 @@ from prometheus_client.registry import Collector
 
 from podgrid.monitoring.patterns import MATCH_ALL, Pattern
 from podgrid.monitoring.store import Store
+from podgrid.protocol.registry import MASTERS_CLUSTER, MasterParam
 
-SERVERS_CLUSTER = "PoD_Masters"
-_SERVER_PARAMS = Pattern.parse("NeededWorkers|Workers")
+_SERVER_PARAMS = Pattern.parse(f"{MasterParam.NEEDED_WORKERS}|{MasterParam.WORKERS}")
 QUERY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 60.0)
 
 
@@ -111,7 +111,7 @@ class _StoreCollector(Collector):
         servers: set[str] = set()
         added: set[tuple[str, str]] = set()  # the same server under two farms: export once
         omitted: set[str] = set()
-        cluster = Pattern.parse(SERVERS_CLUSTER)
+        cluster = Pattern.parse(MASTERS_CLUSTER)
         for s in self._store.select(MATCH_ALL, cluster, MATCH_ALL, _SERVER_PARAMS):
             if isinstance(s.value, str):
                 continue
@@ -122,7 +122,7 @@ class _StoreCollector(Collector):
                 continue
             servers.add(s.node)
             added.add((s.param, s.node))
-            family = needed if s.param == "NeededWorkers" else attached
+            family = needed if s.param == MasterParam.NEEDED_WORKERS else attached
             family.add_metric([s.node], float(s.value))
         yield needed
         yield attached

@@ -18,6 +18,7 @@ from pydantic import (
     ValidationError,
 )
 
+from podgrid.errors import BadRequest, PodGridError, Unauthorized
 from podgrid.monitoring import keys
 from podgrid.monitoring.apmon import MAX_NAME_CHARS, MAX_VALUE_CHARS
 from podgrid.monitoring.history import Value
@@ -65,7 +66,7 @@ class PublishItem(BaseModel):
 _BATCH = TypeAdapter(list[PublishItem])
 
 
-class PublishError(ValueError):
+class PublishError(PodGridError, ValueError):
     """A publish body that is not a valid batch; ``fields`` name what is wrong where."""
 
     def __init__(self, message: str, fields: list[dict[str, Any]] | None = None) -> None:
@@ -119,13 +120,6 @@ def _authorized(request: web.Request, tokens: frozenset[str]) -> bool:
     return ok
 
 
-def _error(status: int, message: str, fields: list[dict[str, Any]] | None = None) -> web.Response:
-    body: dict[str, Any] = {"error": message}
-    if fields is not None:
-        body["fields"] = fields
-    return web.json_response(body, status=status)
-
-
 async def publish(request: web.Request) -> web.Response:
     """Accept a batch of values for the registry's own farm."""
     app = request.app
@@ -133,9 +127,7 @@ async def publish(request: web.Request) -> web.Response:
     metrics.publishes_received.inc()
     if not _authorized(request, app[keys.SETTINGS].publish_tokens):
         metrics.publishes_rejected.labels(reason="unauthorized").inc()
-        resp = _error(401, "missing or wrong bearer token")
-        resp.headers["WWW-Authenticate"] = "Bearer"
-        return resp
+        raise Unauthorized("missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -146,7 +138,7 @@ async def publish(request: web.Request) -> web.Response:
         items = parse_batch(body, ingestor.store.clock_ms())
     except PublishError as e:
         metrics.publishes_rejected.labels(reason="invalid").inc()
-        return _error(400, str(e), e.fields)
+        raise BadRequest(str(e), code="invalid_body", fields=e.fields) from e
     accepted = 0
     for item in items:
         accepted += ingestor.put(item.cluster, item.node, list(item.params.items()), item.time_ms)

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from podgrid.errors import PodGridError
 from podgrid.monitoring.formats import Format, FormatError, negotiate
 from podgrid.monitoring.history import Value
 from podgrid.monitoring.patterns import Pattern
@@ -20,7 +21,7 @@ MAX_WAIT_ACCEPTED_S = 86_400.0  # a longer wait is a mistake, not a wish: 400, n
 _INT_RE = re.compile(r"-?\d{1,19}")
 
 
-class QueryError(ValueError):
+class QueryError(PodGridError, ValueError):
     """A query the registry cannot answer; the message says which part and why."""
 
 

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from podgrid.errors import PodGridError
+
 Format = Literal["json", "text", "csv"]
 MEDIA_TYPES: Final[dict[Format, str]] = {
     "json": "application/json",
@@ -25,7 +27,7 @@ _INT = re.compile(r"-?[0-9]+")
 _FLOAT = re.compile(r"-?([0-9]+\.[0-9]*|\.[0-9]+|[0-9]+)([eE][-+]?[0-9]+)?|-?inf|nan")
 
 
-class ParseError(ValueError):
+class ParseError(PodGridError, ValueError):
     """A registry answer did not have the expected shape; the message names the line."""
 
 

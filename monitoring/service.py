@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import structlog
@@ -23,35 +22,13 @@ from podgrid.monitoring.metrics import RegistryMetrics
 from podgrid.monitoring.publish import publish
 from podgrid.monitoring.settings import RegistrySettings
 from podgrid.monitoring.store import Store
+from podgrid.web import error_middleware
 
 log = structlog.get_logger("podgrid.monitoring")
 
 SWEEP_MAX_INTERVAL_S = 5.0  # expired series are forgotten at least this often
 UDP_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024  # absorb bursts while the loop is busy
 SHUTDOWN_TIMEOUT_S = 5.0
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Tag every answer with a request id; turn anything unexpected into a logged JSON 500."""
-    request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
-    try:
-        resp = await handler(request)
-    except web.HTTPException as e:
-        e.headers["X-Request-Id"] = request_id
-        raise
-    except Exception:
-        log.exception(
-            "registry.request_failed",
-            request_id=request_id,
-            method=request.method,
-            path=request.path,
-        )
-        resp = web.json_response({"error": "internal error", "request_id": request_id}, status=500)
-    resp.headers["X-Request-Id"] = request_id
-    return resp
 
 
 async def _udp_endpoint(app: web.Application) -> AsyncIterator[None]:
@@ -104,7 +81,7 @@ async def _release_long_polls(app: web.Application) -> None:
 def create_app(settings: RegistrySettings) -> web.Application:
     """Build the registry app; nothing is opened until the app starts."""
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=settings.max_publish_bytes
+        middlewares=[error_middleware("registry")], client_max_size=settings.max_publish_bytes
     )
     store = Store(
         history_points=settings.history_points,

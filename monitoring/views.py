@@ -8,6 +8,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from podgrid.errors import BadRequest, ServiceUnavailable
 from podgrid.monitoring import keys
 from podgrid.monitoring.formats import render_names, render_rows
 from podgrid.monitoring.longpoll import TooManyWaiters
@@ -30,10 +31,8 @@ def _answer(store: Store, query: Query) -> web.Response:
     return resp
 
 
-def _error(store: Store, status: int, message: str) -> web.Response:
-    resp = web.json_response({"error": message}, status=status)
-    resp.headers[NOW_HEADER] = str(store.clock_ms())
-    return resp
+def _now(store: Store) -> dict[str, str]:
+    return {NOW_HEADER: str(store.clock_ms())}
 
 
 async def rest(request: web.Request) -> web.Response:
@@ -48,14 +47,14 @@ async def rest(request: web.Request) -> web.Response:
             settings.max_wait_s,
         )
     except QueryError as e:
-        return _error(store, 400, str(e))
+        raise BadRequest(str(e), code="invalid_query", headers=_now(store)) from e
     if query.wait_s is not None and not (
         query.since_ms is not None and changed_since(store, query, query.since_ms)
     ):
         try:
             await app[keys.HUB].wait(query, query.wait_s)
         except TooManyWaiters as e:
-            return _error(store, 503, str(e))
+            raise ServiceUnavailable(str(e), code="too_many_waiters", headers=_now(store)) from e
     started = time.perf_counter()
     resp = _answer(store, query)
     metrics.query_seconds.observe(time.perf_counter() - started)

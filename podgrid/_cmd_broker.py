@@ -25,6 +25,7 @@ from podgrid.broker.settings import BrokerSettings
 from podgrid.config import ConfigError, environment, resolve, setup_logging
 from podgrid.config.hierarchy import default_ldif
 from podgrid.config.runtime import default_state_dir
+from podgrid.errors import PodGridError
 
 log = structlog.get_logger("podgrid.broker")
 
@@ -32,7 +33,7 @@ TOKEN_ENV, URL_ENV = environment.TOKEN, environment.URL
 REGISTRY_ENV, REGISTRY_TOKEN_ENV = environment.REGISTRY_URL, environment.REGISTRY_TOKEN
 
 
-class UsageError(ValueError):
+class UsageError(PodGridError, ValueError):
     """Bad flags or environment: exit code 2."""
 
 
@@ -87,7 +88,7 @@ def build_settings(args: argparse.Namespace) -> BrokerSettings:
 def serve_command(args: argparse.Namespace) -> int:
     """Handler of ``podgrid broker serve``."""
     from podgrid.broker.service import BrokerStartError, serve  # imports distributed: only here
-    from podgrid.masterqueue.client import MasterQueueClientError
+    from podgrid.errors import CallFailed
     from podgrid.masterqueue.states import RequestState
 
     setup_logging(args.service_log_format, "INFO")
@@ -98,7 +99,7 @@ def serve_command(args: argparse.Namespace) -> int:
         return 2
     try:
         final = asyncio.run(serve(settings))
-    except (BrokerStartError, MasterQueueClientError, ConfigError, OSError) as e:
+    except (BrokerStartError, CallFailed, ConfigError, OSError) as e:
         log.error("broker.start_failed", request_id=settings.request_id, error=str(e))
         return 1
     return 1 if final == RequestState.FAILED else 0

@@ -22,7 +22,7 @@ from podgrid.client import NoConnectionYet, PodGrid, RequestFailed, WaitTimeout
 from podgrid.config import environment
 from podgrid.config.request_errors import RequestError
 from podgrid.endpoints import EndpointError
-from podgrid.masterqueue.client import BadRequest, MasterQueueClientError, MasterQueueHTTPError
+from podgrid.errors import BadRequest, CallFailed, PodGridError, ServiceError
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -31,11 +31,11 @@ EXIT_BAD_INPUT = 2
 Command = Callable[[argparse.Namespace, PodGrid], Awaitable[int]]
 
 
-class UsageError(Exception):
+class UsageError(PodGridError):
     """A bad value the user gave on the command line (exit 2)."""
 
 
-class CommandFailed(Exception):
+class CommandFailed(PodGridError):
     """The command could not do what was asked, for a reason the message explains (exit 1)."""
 
 
@@ -75,12 +75,12 @@ def run(args: argparse.Namespace, command: Command) -> int:
         return fail(_usage_text(e), EXIT_BAD_INPUT)
     except BadRequest as e:
         return fail(_http_text(e), EXIT_BAD_INPUT)
-    except MasterQueueHTTPError as e:
+    except ServiceError as e:
         return fail(_http_text(e), EXIT_FAILURE)
     except (
         CommandFailed,
         EndpointError,
-        MasterQueueClientError,
+        CallFailed,
         NoConnectionYet,
         RequestFailed,
         WaitTimeout,
@@ -123,7 +123,7 @@ def _usage_text(e: Exception) -> str:
     return str(e)
 
 
-def _http_text(e: MasterQueueHTTPError) -> str:
+def _http_text(e: ServiceError) -> str:
     """The service's message; field complaints with their line when the service gave one."""
     details = []
     for f in e.fields:

@@ -23,6 +23,7 @@ from podgrid.config import (
     setup_logging,
 )
 from podgrid.config.runtime import capture_signals, write_private_file
+from podgrid.errors import PodGridError
 from podgrid.monitoring.service import run_registry
 from podgrid.monitoring.settings import DEFAULT_UDP_PORT, RegistrySettings
 
@@ -32,7 +33,7 @@ TOKEN_ENV = environment.REGISTRY_TOKEN
 TOKEN_FILE_NAME = "registry.token"  # noqa: S105 (a file name)
 
 
-class UsageError(ValueError):
+class UsageError(PodGridError, ValueError):
     """Bad flags or files: exit code 2."""
 
 

@@ -17,9 +17,14 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 
 from podgrid.config.units import format_duration
-from podgrid.masterqueue.client import JobDetail, RequestDetail
-from podgrid.masterqueue.models import JobRecord, RequestRecord, WorkerInfo
-from podgrid.masterqueue.states import REQUEST_FINAL
+from podgrid.protocol import (
+    REQUEST_FINAL,
+    JobDetail,
+    JobRecord,
+    RequestDetail,
+    RequestRecord,
+    WorkerInfo,
+)
 
 
 def console(stderr: bool = False) -> Console:

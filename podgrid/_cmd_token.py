@@ -21,13 +21,14 @@ import aiohttp
 
 from podgrid.config import environment
 from podgrid.config.runtime import default_state_dir
+from podgrid.errors import PodGridError
 from podgrid.masterqueue.settings import DEFAULT_HTTP_PORT
 
 URL_ENV, TOKEN_ENV = environment.URL, environment.TOKEN
 REQUEST_TIMEOUT_S = 30.0
 
 
-class TokenCommandError(Exception):
+class TokenCommandError(PodGridError):
     """A failure to report; ``code`` is the exit code."""
 
     def __init__(self, message: str, code: int) -> None:

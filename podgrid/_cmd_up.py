@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import TextIO
 
 from podgrid._cmd_args import int_range
-from podgrid.client import NoConnectionYet, RequestFailed, WaitTimeout
 from podgrid.config.runtime import capture_signals, default_state_dir
-from podgrid.demo import DemoFailed, as_json, report_lines, run_demo
+from podgrid.demo import as_json, report_lines, run_demo
+from podgrid.errors import PodGridError
 from podgrid.localgrid import LocalGridError, PortMode, Say, run_local_grid
-from podgrid.masterqueue.client import MasterQueueClientError
-from podgrid.monitoring.client import RegistryError
 
 EXIT_OK, EXIT_FAILURE = 0, 1
 
@@ -90,8 +88,7 @@ def demo_command(args: argparse.Namespace) -> int:
     say(f"PoD Grid demo in {state_dir}: {args.agents} agents, {args.workers} workers")
     try:
         result = asyncio.run(run_demo(state_dir, agents=args.agents, workers=args.workers, say=say))
-    except (DemoFailed, LocalGridError, OSError, RequestFailed, WaitTimeout, NoConnectionYet,
-            MasterQueueClientError, RegistryError) as e:  # fmt: skip
+    except (PodGridError, OSError) as e:
         print(f"podgrid demo: failed: {e} (logs kept in {state_dir})", file=sys.stderr)
         return EXIT_FAILURE
     if args.json:

@@ -15,8 +15,7 @@ from podgrid import _cmd_render as render
 from podgrid._cmd_args import positive_seconds
 from podgrid._cmd_common import CommandFailed, endpoint_flags, json_flag, print_json, run
 from podgrid.client import ConnectionInfo, PodGrid, RequestFailed, WaitTimeout
-from podgrid.masterqueue.client import RequestDetail
-from podgrid.masterqueue.models import RequestRecord
+from podgrid.protocol import RequestDetail, RequestRecord
 
 DEFAULT_WAIT_POLL_S = 1.0  # s between two polls while waiting
 
@@ -95,7 +94,9 @@ async def submit_command(args: argparse.Namespace, grid: PodGrid) -> int:
     ready = await _wait(args, grid, record)
     info = await grid.connection(ready.id)
     if args.json:
-        print_json({"request": ready.model_dump(mode="json"), "connection": info.raw or None})
+        print_json(
+            {"request": ready.model_dump(mode="json"), "connection": info.model_dump(mode="json")}
+        )
         return 0
     out = render.console()
     out.print(f"request {ready.id} is {ready.state}: {render.workers_text(ready)}")
@@ -167,7 +168,7 @@ def _info_json(
     if args.workers:
         data["workers"] = [w.model_dump(mode="json") for w in detail.workers]
     if info is not None:
-        data["connection"] = {"address": info.address, **info.raw, "snippet": info.snippet()}
+        data["connection"] = {**info.model_dump(mode="json"), "snippet": info.snippet()}
     return data
 
 

@@ -22,14 +22,22 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from podgrid.config.request import RequestFormat, ServerRequest, load_request, parse_request
 from podgrid.config.request_errors import RequestError, RequestIssue
 from podgrid.endpoints import Endpoint, discover
-from podgrid.masterqueue.client import BadRequest, JobDetail, MasterQueueClient, RequestDetail
-from podgrid.masterqueue.models import JobRecord, JobSpec, RequestRecord
-from podgrid.masterqueue.states import REQUEST_FINAL, RequestState
+from podgrid.errors import BadRequest, PodGridError
+from podgrid.masterqueue.client import MasterQueueClient
+from podgrid.protocol import (
+    READY_STATES,
+    REQUEST_FINAL,
+    ConnectionInfo,
+    JobDetail,
+    JobRecord,
+    JobSpec,
+    RequestDetail,
+    RequestRecord,
+    RequestState,
+)
 
 __all__ = [
     "ACTIVE_STATES",
@@ -42,22 +50,13 @@ __all__ = [
 ]
 
 DEFAULT_POLL_INTERVAL_S: Final = 1.0  # s between two polls of GET /v1/requests/{id}
-READY_STATES: Final = frozenset({RequestState.READY, RequestState.FULL})
 ACTIVE_STATES: Final = frozenset(set(RequestState) - REQUEST_FINAL)
 _SUFFIX_FORMATS: Final[dict[str, RequestFormat]] = {".toml": "toml", ".jdl": "jdl", ".json": "json"}
-
-# Key names a broker may use in its connection JSON for each field, first match wins.
-_CONNECTION_KEYS: Final[dict[str, tuple[str, ...]]] = {
-    "address": ("scheduler_address", "address", "scheduler"),
-    "tls_ca": ("tls_ca", "ca", "ca_pem", "tls_ca_file"),
-    "tls_client_cert": ("tls_client_cert", "client_cert", "cert", "cert_pem"),
-    "tls_client_key": ("tls_client_key", "client_key", "key", "key_pem"),
-}
 
 Progress = Callable[[RequestDetail], object]
 
 
-class RequestFailed(Exception):
+class RequestFailed(PodGridError):
     """The request reached a final state (CANCELLED, EXPIRED, FAILED, DONE) before READY."""
 
     def __init__(self, record: RequestRecord) -> None:
@@ -66,7 +65,7 @@ class RequestFailed(Exception):
         self.record = record
 
 
-class NoConnectionYet(Exception):
+class NoConnectionYet(PodGridError):
     """The request's broker has not reported a scheduler address yet."""
 
     def __init__(self, request_id: int, state: RequestState) -> None:
@@ -75,7 +74,7 @@ class NoConnectionYet(Exception):
         self.state = state
 
 
-class WaitTimeout(Exception):
+class WaitTimeout(PodGridError):
     """``wait_ready`` gave up before the request was READY; ``record`` is the last seen."""
 
     def __init__(self, record: RequestRecord, timeout_s: float) -> None:
@@ -84,78 +83,6 @@ class WaitTimeout(Exception):
             f"({record.worker_count}/{record.request.min_workers} workers)"
         )
         self.record = record
-
-
-class ConnectionInfo(BaseModel):
-    """How to reach a request's Dask scheduler: its address and the client's TLS material.
-
-    Built from the broker's opaque connection JSON; the PEM fields hold file *contents*
-    (``distributed.Security`` accepts them in place of paths).
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    address: str
-    tls_ca: str | None = None
-    tls_client_cert: str | None = None
-    tls_client_key: str | None = None
-    raw: dict[str, Any] = Field(default_factory=dict, repr=False)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any], fallback_address: str | None = None) -> Self:
-        """Read the broker's connection JSON; ``fallback_address``: the request's address."""
-        values: dict[str, Any] = {"raw": dict(data)}
-        for field, keys in _CONNECTION_KEYS.items():
-            values[field] = next((data[k] for k in keys if isinstance(data.get(k), str)), None)
-        if values["address"] is None:
-            values["address"] = fallback_address
-        if not values["address"]:
-            raise ValueError("the connection info holds no scheduler address yet")
-        return cls.model_validate(values)
-
-    @property
-    def uses_tls(self) -> bool:
-        """Whether the scheduler expects TLS client certificates."""
-        return self.tls_ca is not None and self.tls_client_cert is not None
-
-    def security(self) -> Any:
-        """A ``distributed.Security`` for this cluster (``None`` without TLS material)."""
-        if not self.uses_tls:
-            return None
-        from distributed.security import Security  # a 0.5 s import: only when asked
-
-        return Security(  # type: ignore[no-untyped-call]
-            tls_ca_file=self.tls_ca,
-            tls_client_cert=self.tls_client_cert,
-            tls_client_key=self.tls_client_key,
-            require_encryption=True,
-        )
-
-    def snippet(self) -> str:
-        """Python code that connects a ``distributed.Client`` to the cluster (``info -c``)."""
-        if not self.uses_tls:
-            return f'from distributed import Client\n\nclient = Client("{self.address}")\n'
-        lines = [
-            "from distributed import Client",
-            "from distributed.security import Security",
-            "",
-            "security = Security(",
-            f"    tls_ca_file={_pem(self.tls_ca)},",
-            f"    tls_client_cert={_pem(self.tls_client_cert)},",
-        ]
-        if self.tls_client_key is not None:
-            lines.append(f"    tls_client_key={_pem(self.tls_client_key)},")
-        lines += [
-            "    require_encryption=True,",
-            ")",
-            f'client = Client("{self.address}", security=security)',
-        ]
-        return "\n".join(lines) + "\n"
-
-
-def _pem(text: str | None) -> str:
-    body = (text or "").strip("\n")
-    return '"""\\\n' + body + '\n"""'
 
 
 def _as_request_error(e: BadRequest, source: str) -> BadRequest | RequestError:
@@ -269,10 +196,9 @@ class PodGrid:
     async def connection(self, request_id: int) -> ConnectionInfo:
         """How to connect to the request's cluster; :class:`NoConnectionYet` before it has one."""
         reply = await self.client.connection(request_id)
-        try:
-            return ConnectionInfo.from_json(reply.connection or {}, reply.address)
-        except ValueError as e:
-            raise NoConnectionYet(reply.id, reply.state) from e
+        if reply.connection is None:
+            raise NoConnectionYet(reply.id, reply.state)
+        return reply.connection
 
     async def wait_ready(
         self,

@@ -21,9 +21,10 @@ from typing import Any, Final
 from podgrid import dimuon
 from podgrid.client import PodGrid
 from podgrid.config.hierarchy import default_ldif
+from podgrid.errors import PodGridError
 from podgrid.localgrid import LocalGrid, run_local_grid
-from podgrid.masterqueue.client import MasterQueueClient, RequestDetail
-from podgrid.masterqueue.states import RequestState
+from podgrid.masterqueue.client import MasterQueueClient
+from podgrid.protocol import RequestDetail, RequestState
 
 Say = Callable[[str], None]
 
@@ -39,7 +40,7 @@ JOB_COMMAND: Final = (sys.executable, "-c", "import time; time.sleep(1); print('
 FREE_STATES: Final = ("POLLING", "BATCH")
 
 
-class DemoFailed(RuntimeError):
+class DemoFailed(PodGridError, RuntimeError):
     """A step of the demo did not happen in time; the message says which."""
 
 

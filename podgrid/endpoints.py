@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from podgrid.config import environment
 from podgrid.config.runtime import default_state_dir, write_private_file
+from podgrid.errors import PodGridError
 
 __all__ = [
     "ENDPOINTS_FILE_NAME",
@@ -47,7 +48,7 @@ ENDPOINTS_FILE_NAME = "endpoints.json"
 CLIENT_CONFIG_NAME = "client.toml"
 
 
-class EndpointError(Exception):
+class EndpointError(PodGridError):
     """The master queue's URL or the token could not be determined."""
 
 

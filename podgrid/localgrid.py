@@ -30,13 +30,14 @@ import structlog
 from podgrid.config.hierarchy import default_ldif
 from podgrid.config.processes import signal_group, stop_group, wait_group_gone
 from podgrid.endpoints import ENDPOINTS_FILE_NAME, LocalGridEndpoints
+from podgrid.errors import CallFailed, PodGridError
 from podgrid.masterqueue import keys as mq_keys
 from podgrid.masterqueue.service import RunningMasterQueue, run_masterqueue
 from podgrid.masterqueue.settings import MasterQueueSettings
-from podgrid.masterqueue.states import REQUEST_FINAL
-from podgrid.monitoring.client import RegistryClient, RegistryError
+from podgrid.monitoring.client import RegistryClient
 from podgrid.monitoring.service import run_registry
 from podgrid.monitoring.settings import DEFAULT_HTTP_PORT, DEFAULT_UDP_PORT, RegistrySettings
+from podgrid.protocol import REQUEST_FINAL
 
 log = structlog.get_logger("podgrid.localgrid")
 
@@ -57,7 +58,7 @@ KILL_WAIT_S: Final = 5.0
 MB: Final = 1024 * 1024
 
 
-class LocalGridError(RuntimeError):
+class LocalGridError(PodGridError, RuntimeError):
     """The local grid could not start (a port, the site, the agents); the message says which."""
 
 
@@ -116,7 +117,7 @@ class LocalGrid:
                     f"the site exited with code {self.site_process.returncode}; "
                     f"see {self.state_dir / 'site' / 'site.log'}"
                 )
-            with contextlib.suppress(RegistryError):
+            with contextlib.suppress(CallFailed):
                 states = await self.agent_states()
             if len(states) >= self.agents:
                 return states

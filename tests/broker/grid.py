@@ -17,10 +17,11 @@ import aiohttp
 
 from podgrid.broker.service import RunningBroker, run_broker
 from podgrid.broker.settings import BrokerSettings
-from podgrid.masterqueue.client import MasterQueueClient, RequestDetail
+from podgrid.masterqueue.client import MasterQueueClient
 from podgrid.masterqueue.service import RunningMasterQueue
 from podgrid.monitoring.client import RegistryClient
 from podgrid.monitoring.service import RunningRegistry
+from podgrid.protocol import RequestDetail
 
 DEFAULT_REQUEST = """
 [server]

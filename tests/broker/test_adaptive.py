@@ -9,7 +9,6 @@ from pathlib import Path
 
 from distributed import Client
 
-from podgrid.client import ConnectionInfo
 from tests.broker.grid import Grid, inprocess_worker, slot, until
 
 ADAPTIVE_REQUEST = """
@@ -35,7 +34,7 @@ async def test_needed_workers_follow_the_adaptive_target(grid: Grid, tmp_path: P
         status, body = await grid.attach(running.url, slot("a1"))
         assert (status, body["reason"]) == (409, "full")  # the target, not max, bounds it
 
-        info = ConnectionInfo.from_json(broker.connection())
+        info = broker.connection()
         client = await stack.enter_async_context(
             Client(info.address, security=info.security(), asynchronous=True)
         )

@@ -10,9 +10,8 @@ from distributed import Client
 from distributed.security import Security
 
 from podgrid.broker.tls import ClusterCA
-from podgrid.client import ConnectionInfo
 from podgrid.masterqueue.client import MasterQueueClient
-from podgrid.masterqueue.states import RequestState
+from podgrid.protocol import RequestState
 from tests.broker.grid import Grid, slot, until
 
 
@@ -56,7 +55,8 @@ async def test_two_workers_attach_and_the_owner_computes(grid: Grid) -> None:
 
         async with MasterQueueClient(grid.mq.url, grid.user_token) as mq:
             reply = await mq.connection(rid)
-        info = ConnectionInfo.from_json(reply.connection or {}, reply.address)
+        assert reply.connection is not None
+        info = reply.connection
         assert info.address == running.broker.scheduler.address
         assert "security = Security(" in info.snippet()
         async with Client(info.address, security=info.security(), asynchronous=True) as client:

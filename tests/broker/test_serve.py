@@ -9,7 +9,7 @@ import time
 
 import psutil
 
-from podgrid.masterqueue.states import RequestState
+from podgrid.protocol import RequestState
 from tests.broker.grid import Grid, env_without_tokens, slot, until
 
 

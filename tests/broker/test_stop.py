@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from podgrid.masterqueue.client import MasterQueueClient
-from podgrid.masterqueue.states import RequestState
+from podgrid.protocol import RequestState
 from tests.broker.grid import Grid, inprocess_worker, slot, until
 
 

@@ -22,12 +22,12 @@ from typing import Any
 
 from podgrid.config.hierarchy import default_ldif
 from podgrid.masterqueue.client import MasterQueueClient
-from podgrid.masterqueue.models import JobSpec
 from podgrid.masterqueue.service import run_masterqueue
 from podgrid.masterqueue.settings import MasterQueueSettings
 from podgrid.monitoring.client import HttpPublisher, RegistryClient
 from podgrid.monitoring.service import run_registry
 from podgrid.monitoring.settings import RegistrySettings
+from podgrid.protocol import JobSpec
 
 REGISTRY_TOKEN = "registry-test-token-0123456789"
 

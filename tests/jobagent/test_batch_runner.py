@@ -13,7 +13,7 @@ import pytest
 
 from podgrid.jobagent.batch import BatchLimits, BatchRunner
 from podgrid.masterqueue.client import MasterQueueClient
-from podgrid.masterqueue.models import Claim, SlotDescription
+from podgrid.protocol import Claim, SlotDescription
 from tests.jobagent.grid import Grid, running_grid
 
 SLOT = SlotDescription(agent_id="runner-1", site="S", cores=2, memory_mb=4096, ttl_s=3600)

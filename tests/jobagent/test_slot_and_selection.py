@@ -10,7 +10,6 @@ import psutil
 import pytest
 
 from podgrid.jobagent.servers import (
-    Requirements,
     ServerOffer,
     fitting,
     misfit,
@@ -19,6 +18,7 @@ from podgrid.jobagent.servers import (
 )
 from podgrid.jobagent.slot import Slot, SlotError, SlotFlags, describe_slot
 from podgrid.monitoring.client import Sample
+from podgrid.protocol import Requirements
 
 
 def slot(**env: str) -> Slot:
@@ -112,11 +112,16 @@ def test_misfit_names_the_unmet_requirement() -> None:
         default_ttl_s=0,
         env={},
     )
-    assert misfit(s, Requirements(cores=4), 100) == "needs 4 cores, slot has 2"
-    assert misfit(s, Requirements(memory_mb=4096), 100) == "needs 4096 MB, slot has 2048"
-    assert misfit(s, Requirements(packages=("B::2",)), 100) == "needs packages ['B::2']"
-    assert "wants sites" in str(misfit(s, Requirements(sites=("GSI",)), 100))
-    assert "slot time" in str(misfit(s, Requirements(min_ttl_s=200), 100))
+    # The broker's own words (one rule: podgrid.protocol.unmet), so agent and broker agree.
+    assert misfit(s, Requirements(cores=4), 100) == "cores: 4 needed, the slot has 2"
+    assert (
+        misfit(s, Requirements(memory_mb=4096), 100) == "memory_mb: 4096 needed, the slot has 2048"
+    )
+    assert misfit(s, Requirements(packages=("B::2",)), 100) == "packages: missing B::2"
+    assert misfit(s, Requirements(sites=("GSI",)), 100) == "site: 'CERN' is not one of GSI"
+    assert misfit(s, Requirements(min_ttl_s=200), 100) == (
+        "ttl_s: at least 200 s needed, the slot has 100 s"
+    )
     assert misfit(s, Requirements(cores=2, sites=("CERN",), packages=("A::1",)), 100) is None
     offer = ServerOffer("9", "http://h", 1, Requirements(cores=8), 0)
     assert fitting([offer], s) == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from podgrid.config.request import ServerRequest, parse_request
-from podgrid.masterqueue.models import JobSpec, SlotDescription
+from podgrid.protocol import JobSpec, SlotDescription
 
 REQUEST_TOML = """\
 [server]

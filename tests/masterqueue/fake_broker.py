@@ -69,7 +69,12 @@ def main() -> int:
         child = subprocess.Popen(["sleep", "300"])
         print(f"child pid {child.pid}", flush=True)
     url, rid = args.masterqueue, args.request_id
-    conn = {"scheduler": "tls://127.0.0.1:8786", "ca": "CA-PEM", "cert": "C", "key": "K"}
+    conn = {
+        "address": "tls://127.0.0.1:8786",
+        "tls_ca": "CA-PEM",
+        "tls_client_cert": "C",
+        "tls_client_key": "K",
+    }
     steps = [
         {"state": "PUBLISHING", "address": "https://127.0.0.1:1/v1/attach"},
         {"state": "READY", "workers": [worker(1)], "connection": conn},

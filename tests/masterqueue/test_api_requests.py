@@ -7,7 +7,7 @@ import io
 import json
 from pathlib import Path
 
-from podgrid.masterqueue.states import RequestState
+from podgrid.protocol import ConnectionInfo, RequestState
 from tests.masterqueue.api_helpers import Api, Service, mq_service
 from tests.masterqueue.factories import request_text
 
@@ -167,11 +167,12 @@ async def test_connection_is_owner_only(tmp_path: Path) -> None:
         rid = (await alice.submit()).body["id"]
         broker = await broker_api(svc, rid)
         await svc.store.transition(rid, RequestState.STARTING)
-        conn = {"scheduler": "tls://10.0.0.1:8786", "key": "SECRET"}
+        conn = {"address": "tls://10.0.0.1:8786", "tls_client_key": "SECRET"}
         report = {"state": "READY", "workers": [], "connection": conn}
         assert (await broker.call("POST", f"/v1/requests/{rid}/state", json=report)).status == 200
         owner = await alice.call("GET", f"/v1/requests/{rid}/connection")
-        assert owner.body == {"id": rid, "state": "READY", "address": None, "connection": conn}
+        expected = ConnectionInfo.model_validate(conn).model_dump(mode="json")
+        assert owner.body == {"id": rid, "state": "READY", "address": None, "connection": expected}
         admin = await svc.admin.call("GET", f"/v1/requests/{rid}/connection")
         assert admin.status == 403
         for api in (alice, svc.admin, broker):

@@ -6,17 +6,17 @@ from datetime import UTC, datetime
 
 import pytest
 
-from podgrid.masterqueue.client import (
+from podgrid.errors import (
     BadRequest,
-    ConflictError,
+    Conflict,
     Forbidden,
-    MasterQueueClient,
-    MasterQueueUnreachable,
-    NotFoundError,
+    NotFound,
     ServerError,
     Unauthorized,
+    Unreachable,
 )
-from podgrid.masterqueue.states import JobState, RequestState
+from podgrid.masterqueue.client import MasterQueueClient
+from podgrid.protocol import JobState, RequestState
 from tests.harness.ports import free_port
 from tests.masterqueue.factories import job, request, request_text, slot
 from tests.podgrid.mq_service import CONNECTION, FlakyProxy, RunningGrid, grid, workers
@@ -56,7 +56,7 @@ async def test_request_lifecycle_through_every_request_endpoint(grid: RunningGri
     cancelled = await alice.cancel_request(submitted.id)
     assert cancelled.state == RequestState.CANCELLED
     assert (await broker.report_state(submitted.id, "READY")).cancel is True
-    with pytest.raises(ConflictError) as info:
+    with pytest.raises(Conflict) as info:
         await alice.cancel_request(submitted.id)
     assert info.value.status == 409
     assert info.value.code == "illegal_transition"
@@ -110,7 +110,7 @@ async def test_batch_job_endpoints(grid: RunningGrid) -> None:
     assert killed.state == JobState.KILLED
     assert await agent.match(slot("agent-1")) is None  # 204: nothing left
 
-    with pytest.raises(ConflictError) as info:
+    with pytest.raises(Conflict) as info:
         await agent.finish_job(claim.job.id, "not-the-lease", 1)
     assert info.value.code == "stale_lease"
 
@@ -131,7 +131,7 @@ async def test_each_error_status_has_its_exception(grid: RunningGrid) -> None:
         await alice.create_token("admin", "me")
 
     for call in (bob.get_request, bob.connection, bob.cancel_request):
-        with pytest.raises(NotFoundError) as not_found:
+        with pytest.raises(NotFound) as not_found:
             await call(record.id)
         assert not_found.value.message == f"request {record.id} not found"
 
@@ -190,5 +190,5 @@ async def test_a_match_is_not_repeated_after_a_server_error(grid: RunningGrid) -
 async def test_unreachable_service_is_one_clear_error() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     async with MasterQueueClient(url, "t", retry_attempts=2) as client:
-        with pytest.raises(MasterQueueUnreachable, match=f"master queue at {url} unreachable"):
+        with pytest.raises(Unreachable, match=f"master queue at {url} unreachable"):
             await client.get_request(1)

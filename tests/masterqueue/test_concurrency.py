@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from podgrid.masterqueue.models import Claim
 from podgrid.masterqueue.schema import job_events, jobs, request_events
-from podgrid.masterqueue.states import JobState as J
-from podgrid.masterqueue.states import RequestState as S
 from podgrid.masterqueue.store import Store
+from podgrid.protocol import Claim
+from podgrid.protocol import JobState as J
+from podgrid.protocol import RequestState as S
 from tests.masterqueue import factories as f
 
 JOBS = 2000

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from podgrid.masterqueue.errors import IllegalTransition, NotFound, NotOwner, StaleLease
-from podgrid.masterqueue.states import JobState as J
+from podgrid.masterqueue.errors import IllegalTransition, NotOwner, RecordNotFound, StaleLease
 from podgrid.masterqueue.store import Store
+from podgrid.protocol import JobState as J
 from tests.masterqueue import factories as f
 
 LATER = timedelta(minutes=5)
@@ -148,7 +148,7 @@ async def test_kill_by_owner_fences_the_running_agent(store: Store) -> None:
     assert info.value.state == "KILLED"
     with pytest.raises(IllegalTransition):
         await store.kill_job(job.id, "alice")
-    with pytest.raises(NotFound):
+    with pytest.raises(RecordNotFound):
         await store.get_job(job.id + 1000)
 
 

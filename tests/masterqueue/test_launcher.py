@@ -97,7 +97,7 @@ async def test_submit_starts_a_broker_that_reaches_full(tmp_path: Path) -> None:
         assert body["master_host"]
         assert body["last_heartbeat"] is not None
         conn = (await alice.call("GET", f"/v1/requests/{rid}/connection")).body
-        assert conn["connection"]["scheduler"] == "tls://127.0.0.1:8786"
+        assert conn["connection"]["address"] == "tls://127.0.0.1:8786"
         assert "registry http://127.0.0.1:9" in log_text(svc, rid)
         metrics = (await alice.call("GET", "/metrics")).body
         assert "podgrid_masterqueue_launcher_starts_total 1.0" in metrics

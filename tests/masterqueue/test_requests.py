@@ -6,10 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from podgrid.masterqueue.errors import Conflict, IllegalTransition, NotFound, NotOwner
-from podgrid.masterqueue.models import WorkerInfo
-from podgrid.masterqueue.states import RequestState as S
+from podgrid.masterqueue.errors import (
+    IdempotencyConflict,
+    IllegalTransition,
+    NotOwner,
+    RecordNotFound,
+)
 from podgrid.masterqueue.store import Store
+from podgrid.protocol import ConnectionInfo, WorkerInfo
+from podgrid.protocol import RequestState as S
 from tests.masterqueue import factories as f
 
 
@@ -104,7 +109,7 @@ async def test_repeated_idempotency_key_returns_the_same_request(store: Store) -
     assert other_owner.id != first.id
     assert len(await store.list_requests(owner="alice")) == 1
     changed, changed_text = f.request(name="other")
-    with pytest.raises(Conflict, match="k-1"):
+    with pytest.raises(IdempotencyConflict, match="k-1"):
         await store.submit_request("alice", changed, changed_text, idempotency_key="k-1")
 
 
@@ -118,7 +123,7 @@ async def test_broker_report_walks_the_chain_and_records_workers(store: Store) -
         WorkerInfo(name=f"w{i}", host=f"wn{i}", site="CERN", agent_id=f"a{i}", attached_at=now)
         for i in range(4)
     ]
-    conn = {"scheduler": "tls://127.0.0.1:8786", "ca": "PEM"}
+    conn = ConnectionInfo(address="tls://127.0.0.1:8786", tls_ca="PEM")
     rec = await store.broker_report(rec.id, S.FULL, workers, "https://mh1:9000", conn)
     assert rec.state == S.FULL
     assert rec.worker_count == 4
@@ -142,9 +147,9 @@ async def test_only_the_owner_cancels_and_missing_ids_are_not_found(store: Store
     cancelled = await store.cancel_request(rec.id, "alice")
     assert cancelled.state == S.CANCELLED
     assert cancelled.reason == "cancelled by the owner"
-    with pytest.raises(NotFound):
+    with pytest.raises(RecordNotFound):
         await store.get_request(rec.id + 1000)
-    with pytest.raises(NotFound):
+    with pytest.raises(RecordNotFound):
         await store.transition(rec.id + 1000, S.STARTING)
 
 
@@ -199,8 +204,8 @@ async def test_purge_removes_only_old_finished_records(store: Store) -> None:
     await store.kill_job(job.id, "alice")
     assert await store.purge_finished(datetime.now(UTC) - timedelta(days=1)) == (0, 0)
     assert await store.purge_finished(datetime.now(UTC) + timedelta(seconds=1)) == (1, 1)
-    with pytest.raises(NotFound):
+    with pytest.raises(RecordNotFound):
         await store.get_request(old.id)
-    with pytest.raises(NotFound):
+    with pytest.raises(RecordNotFound):
         await store.get_job(job.id)
     assert (await store.get_request(live.id)).state == S.WAITING

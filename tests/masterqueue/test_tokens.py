@@ -7,10 +7,10 @@ import hashlib
 import pytest
 import sqlalchemy as sa
 
-from podgrid.masterqueue.errors import NotFound
-from podgrid.masterqueue.models import Role
+from podgrid.masterqueue.errors import RecordNotFound
 from podgrid.masterqueue.schema import tokens
 from podgrid.masterqueue.store import Store
+from podgrid.protocol import Role
 from tests.masterqueue import factories as f
 
 
@@ -51,7 +51,7 @@ async def test_per_request_broker_token_is_bound_to_its_request(store: Store) ->
     assert who is not None
     assert (who.role, who.request_id) == ("broker", rec.id)
     assert (await store.get_request(rec.id)).broker_token_id == who.token_id
-    with pytest.raises(NotFound):
+    with pytest.raises(RecordNotFound):
         await store.create_token("broker", "ghost", request_id=rec.id + 1000)
     with pytest.raises(ValueError, match="only broker tokens"):
         await store.create_token("user", "alice", request_id=rec.id)

@@ -12,14 +12,13 @@ import pytest
 from prometheus_client import REGISTRY
 
 from podgrid.config.retry import set_testing
+from podgrid.errors import BadRequest, Unauthorized, Unreachable
 from podgrid.monitoring.client import (
     ApMonPublisher,
     HttpPublisher,
     Publisher,
     PublishItem,
     RegistryClient,
-    RegistryRejected,
-    RegistryUnavailable,
     Sample,
     rest_path,
     wait_for,
@@ -117,18 +116,18 @@ async def test_publish_refusals_are_clear_errors(
 ) -> None:
     async with aiohttp.ClientSession() as session:
         wrong = HttpPublisher(registry.http_url, "wrong-token", session=session)
-        with pytest.raises(RegistryRejected) as denied:
+        with pytest.raises(Unauthorized) as denied:
             await wrong.send("c", "n", {"x": 1})
         assert denied.value.status == 401
         good = HttpPublisher(registry.http_url, TOKEN, session=session)
-        with pytest.raises(RegistryRejected) as bad:
+        with pytest.raises(BadRequest) as bad:
             await good.publish([PublishItem("", "n", {"x": 1})])
         assert bad.value.status == 400
         assert bad.value.fields, "the registry names the bad field"
         assert "cluster" in str(bad.value)
         await wrong.close()  # a lent session stays open
         assert not session.closed
-    with pytest.raises(RegistryRejected) as bad_query:
+    with pytest.raises(BadRequest) as bad_query:
         await client.query("*/PoD_Masters/*/NeededWorkers", wait_s=-1)
     assert bad_query.value.status == 400
 
@@ -138,12 +137,12 @@ async def test_unreachable_registry_is_retried_then_reported(no_backoff: None) -
     retries = "podgrid_retry_attempts_total"
     before = REGISTRY.get_sample_value(retries, {"kind": "registry_publish"}) or 0.0
     async with HttpPublisher(url, TOKEN, attempts=3) as pub:
-        with pytest.raises(RegistryUnavailable, match="cannot reach registry"):
+        with pytest.raises(Unreachable, match="cannot reach registry"):
             await pub.send("c", "n", {"x": 1})
     after = REGISTRY.get_sample_value(retries, {"kind": "registry_publish"}) or 0.0
     assert after - before == 2
     async with RegistryClient(url) as c:
-        with pytest.raises(RegistryUnavailable):
+        with pytest.raises(Unreachable):
             await c.query("*/c/*/x")
 
 

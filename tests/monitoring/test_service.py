@@ -170,7 +170,9 @@ async def test_publish_without_the_right_token_is_401(
     body = {"cluster": "c", "node": "n", "params": {"x": 1}}
     async with http.post(registry.http_url + "/publish", json=body, headers=headers) as resp:
         assert resp.status == 401
-        assert "token" in (await resp.json())["error"]
+        answer = await resp.json()
+        assert answer["error"] == "unauthorized"
+        assert "token" in answer["message"]
     assert len(registry.app[keys.STORE]) == 0
     assert sample(registry.app, "podgrid_registry_publishes_rejected_total", reason="unauthorized")
 
@@ -215,7 +217,8 @@ async def test_bad_publish_bodies_get_400_naming_the_field(
         assert resp.status == 400
         answer = await resp.json()
     if loc is None:
-        assert msg in answer["error"]
+        assert answer["error"] == "invalid_body"
+        assert msg in answer["message"]
     else:
         assert any(f["loc"] == loc and msg in f["msg"] for f in answer["fields"]), answer
     assert len(registry.app[keys.STORE]) == 0
@@ -306,7 +309,7 @@ async def test_unexpected_errors_are_logged_500s_with_a_request_id(
         async with http.get(reg.http_url + "/rest/*/*/*/x") as resp:
             assert resp.status == 500
             body = await resp.json()
-        assert body["error"] == "internal error"
+        assert body["error"] == "internal_error"
         assert body["request_id"] == resp.headers["X-Request-Id"]
 
 

@@ -19,9 +19,9 @@ from aiohttp import web
 
 from podgrid.config.retry import set_testing
 from podgrid.masterqueue.client import MasterQueueClient
-from podgrid.masterqueue.models import Role, WorkerInfo
 from podgrid.masterqueue.service import run_masterqueue
 from podgrid.masterqueue.settings import MasterQueueSettings
+from podgrid.protocol import ConnectionInfo, Role, WorkerInfo
 
 
 @dataclass
@@ -70,12 +70,12 @@ def workers(n: int, site: str = "CERN") -> list[WorkerInfo]:
     ]
 
 
-CONNECTION: dict[str, Any] = {
-    "scheduler_address": "tls://127.0.0.1:8786",
-    "tls_ca": "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n",
-    "tls_client_cert": "-----BEGIN CERTIFICATE-----\nCERT\n-----END CERTIFICATE-----\n",
-    "tls_client_key": "-----BEGIN PRIVATE KEY-----\nKEY\n-----END PRIVATE KEY-----\n",
-}
+CONNECTION = ConnectionInfo(
+    address="tls://127.0.0.1:8786",
+    tls_ca="-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n",
+    tls_client_cert="-----BEGIN CERTIFICATE-----\nCERT\n-----END CERTIFICATE-----\n",
+    tls_client_key="-----BEGIN PRIVATE KEY-----\nKEY\n-----END PRIVATE KEY-----\n",
+)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from distributed import Scheduler
 from distributed.security import Security
 
 from podgrid.cli import main
+from podgrid.protocol import ConnectionInfo
 from tests.masterqueue.factories import request_text
 from tests.podgrid.mq_service import RunningGrid, grid
 
@@ -51,12 +52,12 @@ async def test_connection_snippet_reaches_the_tls_scheduler(
         protocol="tls", host="127.0.0.1", port=0, security=tls, dashboard_address=":0"
     ) as scheduler:
         broker = await grid.broker(record.id)
-        connection = {
-            "scheduler_address": scheduler.address,
-            "tls_ca": tls.tls_ca_file,
-            "tls_client_cert": tls.tls_client_cert,
-            "tls_client_key": tls.tls_client_key,
-        }
+        connection = ConnectionInfo(
+            address=scheduler.address,
+            tls_ca=tls.tls_ca_file,
+            tls_client_cert=tls.tls_client_cert,
+            tls_client_key=tls.tls_client_key,
+        )
         await broker.report_state(
             record.id, "READY", address=scheduler.address, connection=connection
         )

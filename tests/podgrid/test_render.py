@@ -8,13 +8,11 @@ import ssl
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError
 from rich.console import Console
 
 from podgrid import _cmd_render as render
-from podgrid.client import ConnectionInfo
-from podgrid.masterqueue.client import RequestDetail
-from podgrid.masterqueue.models import RequestEvent, WorkerInfo
-from podgrid.masterqueue.states import RequestState
+from podgrid.protocol import ConnectionInfo, RequestDetail, RequestEvent, RequestState, WorkerInfo
 from tests.masterqueue.factories import request
 
 AT = datetime(2026, 11, 22, 10, 30, 5, tzinfo=UTC)
@@ -90,13 +88,11 @@ def test_connection_snippet_is_python_that_builds_a_working_tls_context() -> Non
     from distributed.security import Security
 
     tls = Security.temporary()  # a real CA, certificate and key, as a broker would make
-    info = ConnectionInfo.from_json(
-        {
-            "scheduler_address": "tls://127.0.0.1:8786",
-            "tls_ca": tls.tls_ca_file,
-            "tls_client_cert": tls.tls_client_cert,
-            "tls_client_key": tls.tls_client_key,
-        }
+    info = ConnectionInfo(
+        address="tls://127.0.0.1:8786",
+        tls_ca=tls.tls_ca_file,
+        tls_client_cert=tls.tls_client_cert,
+        tls_client_key=tls.tls_client_key,
     )
     snippet = info.snippet()
     ast.parse(snippet)
@@ -112,8 +108,10 @@ def test_connection_snippet_is_python_that_builds_a_working_tls_context() -> Non
 
 
 def test_connection_without_tls_and_without_address() -> None:
-    info = ConnectionInfo.from_json({}, fallback_address="tcp://10.0.0.1:8786")
+    info = ConnectionInfo(address="tcp://10.0.0.1:8786")
     assert info.snippet().endswith('client = Client("tcp://10.0.0.1:8786")\n')
     assert info.security() is None
-    with pytest.raises(ValueError, match="no scheduler address"):
-        ConnectionInfo.from_json({"ca": "x"})
+    with pytest.raises(ValidationError, match="address"):
+        ConnectionInfo.model_validate({"tls_ca": "x"})
+    with pytest.raises(ValidationError, match="scheduler"):  # one spelling: no key guessing
+        ConnectionInfo.model_validate({"scheduler": "tcp://10.0.0.1:8786"})
