@@ -27,6 +27,7 @@ from typing import Final, Literal
 import psutil
 import structlog
 
+from podgrid.config import environment
 from podgrid.config.hierarchy import default_ldif
 from podgrid.config.processes import signal_group, stop_group, wait_group_gone
 from podgrid.endpoints import ENDPOINTS_FILE_NAME, LocalGridEndpoints
@@ -186,9 +187,12 @@ def slot_memory_mb(agents: int) -> int:
 async def _start_site(grid: LocalGrid) -> asyncio.subprocess.Process:
     site_dir = grid.state_dir / "site"
     site_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PODGRID_TOKEN": grid.agent_token,
-           "PODGRID_SLOT_PACKAGES": ",".join(LOCAL_PACKAGES)}  # fmt: skip
-    for name in ("PODGRID_URL", "PODGRID_REGISTRY_TOKEN", "PODGRID_REGISTRY_URL"):
+    env = {
+        **os.environ,
+        environment.TOKEN: grid.agent_token,
+        environment.SLOT_PACKAGES: ",".join(LOCAL_PACKAGES),
+    }
+    for name in (environment.URL, environment.REGISTRY_TOKEN, environment.REGISTRY_URL):
         env.pop(name, None)
     out = os.open(site_dir / "site.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
