@@ -41,6 +41,7 @@ log = structlog.get_logger("podgrid.broker")
 WATCH_INTERVAL_S: Final = 0.2  # seconds between two checks of the stop rules
 REPORT_MIN_GAP_S: Final = 0.2  # seconds between two reports, however busy the cluster
 RETIRE_COOLDOWN_S: Final = 2.0  # seconds between two adaptive scale-downs
+FIRST_REPORT_WAIT_S: Final = 2.0  # seconds the first publication waits for the first report
 R = RequestState
 
 
@@ -86,6 +87,7 @@ class Broker:
         self.started_at = time.monotonic()
         self._mq_final = False
         self._publish_wake = asyncio.Event()
+        self._reported = asyncio.Event()  # the master queue has the attach URL
         self._report_wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[Any]] = set()
@@ -214,6 +216,9 @@ class Broker:
 
     # The loops also end on ``final``: Python 3.11's wait_for can swallow a cancellation.
     async def _publish_loop(self) -> None:
+        # Agents attach only where the master queue vouches for the attach URL: tell it first.
+        if not await wait_event(self._reported, FIRST_REPORT_WAIT_S):
+            log.warning("broker.publishing_unreported", waited_s=FIRST_REPORT_WAIT_S)
         while self.final is None:
             self._evaluate()
             await self.publish_once()
@@ -273,6 +278,7 @@ class Broker:
         if reply is None:
             return
         self._connection_sent = True
+        self._reported.set()
         if reply.cancel or reply.state in REQUEST_FINAL:
             self._mq_final = True
             reason = reply.reason or f"the request is {reply.state.value}"

@@ -33,6 +33,7 @@ from podgrid.jobagent.servers import ServerOffer, weighted_order
 from podgrid.jobagent.settings import MAX_BACKOFF_S, AgentSettings
 from podgrid.jobagent.slot import Slot
 from podgrid.jobagent.status import Accounting, Activity, AgentState, StatusReporter
+from podgrid.jobagent.vouch import Vouchers
 from podgrid.jobagent.worker import WorkerRun
 from podgrid.masterqueue.client import MasterQueueClient
 from podgrid.protocol import AttachGrant, Claim
@@ -74,6 +75,7 @@ class Agent:
         self.accounting = Accounting()
         self.status = reporter_factory(self.accounting)
         self.batch = BatchRunner(masterqueue, settings.state_dir / "sandboxes", slot.agent_id)
+        self.vouchers = Vouchers(masterqueue)
         self.rng = random.Random(settings.seed)  # noqa: S311 - spreading load, not security
         self.stopping = asyncio.Event()
         self.interrupt = asyncio.Event()  # config changed or stop: cut a waiting poll short
@@ -173,6 +175,9 @@ class Agent:
         for offer in weighted_order(offers, self.rng):
             if self.stopping.is_set():
                 return False
+            if not await self.vouchers.genuine(offer.request_id, offer.address):
+                self._refused[offer.request_id] = time.monotonic() + self.settings.refused_s
+                continue  # not a server of this grid: it never sees our token
             self._enter(AgentState.ATTACHING, "worker", Server=offer.request_id, JobId=0)
             started = time.monotonic()
             slot = self.slot.description()

@@ -46,6 +46,7 @@ from podgrid.protocol import (
     RequestRecord,
     RequestState,
     Role,
+    ServerList,
     SlotDescription,
     StateReply,
     StateReport,
@@ -255,6 +256,11 @@ class MasterQueueClient:
         body = TokenCreate(role=role, name=name, request_id=request_id)
         data = await self._call("POST", "/v1/tokens", json=body.model_dump(exclude_none=True))
         return _model(TokenCreated, data).token
+
+    async def servers(self) -> ServerList:
+        """The active requests' attach URLs the master queue vouches for (agent token)."""
+        data = await self._call("GET", "/v1/servers", idempotent=True)
+        return _model(ServerList, data)
 
     async def whoami(self) -> WhoAmI:
         """Who this client's token belongs to (401 :class:`Unauthorized` when unknown)."""

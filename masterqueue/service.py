@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from podgrid.config.hierarchy import default_ldif, resolve
 from podgrid.config.runtime import write_private_file
 from podgrid.errors import PodGridError
-from podgrid.masterqueue import keys, views, views_jobs
+from podgrid.masterqueue import keys, views, views_jobs, views_servers
 from podgrid.masterqueue.http_errors import masterqueue_middleware
 from podgrid.masterqueue.launcher import Launcher, LocalLauncher
 from podgrid.masterqueue.launcher_ssh import SshLauncher
@@ -196,6 +196,7 @@ def create_app(settings: MasterQueueSettings, store: Store | None = None) -> web
     r.add_post("/v1/jobs/{id}/heartbeat", views_jobs.heartbeat_job)
     r.add_post("/v1/jobs/{id}/finish", views_jobs.finish_job)
     r.add_post("/v1/match", views_jobs.match)
+    r.add_get("/v1/servers", views_servers.list_servers)
     r.add_post("/v1/tokens", views.create_token)
     r.add_get("/v1/whoami", views.whoami)
     r.add_get("/healthz", views.healthz)

@@ -51,6 +51,7 @@ from podgrid.protocol.registry import (
     agents_cluster,
 )
 from podgrid.protocol.requirements import Requirements, unmet
+from podgrid.protocol.servers import ServerList, VouchedServer
 from podgrid.protocol.states import (
     JOB_FINAL,
     READY_STATES,
@@ -101,11 +102,13 @@ __all__ = [
     "RequestState",
     "Requirements",
     "Role",
+    "ServerList",
     "SlotDescription",
     "StateReply",
     "StateReport",
     "TokenCreate",
     "TokenCreated",
+    "VouchedServer",
     "WhoAmI",
     "WorkerInfo",
     "agents_cluster",
