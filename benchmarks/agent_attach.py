@@ -2,12 +2,14 @@
 
 Run: ``.venv/bin/python benchmarks/agent_attach.py [--trials N] [--agents K]``. Real registry
 and master queue on loopback, K real ``podgrid jobagent run`` processes per mode (y = 1 s,
-x = 1 h so they only poll). Each trial publishes a new server (as a broker does) whose
-``Address`` is a recording attach endpoint; the time from the publish to the first
-``POST /v1/attach`` is measured there. The endpoint answers 409 ``closed`` so the agents go
-back to polling. A second section compares a ``dask worker`` subprocess with an in-process
-``distributed.Worker`` joining a running scheduler (the cost the agent pays after a grant).
-Figures are printed (p50 / p90 over trials); nothing is asserted.
+x = 1 h so they only poll). Each trial makes a real request in the master queue whose broker
+report names a recording attach endpoint (agents attach only where the master queue vouches),
+then publishes it (as a broker does); the time from the publish to the first
+``POST /v1/attach`` is measured there, so it includes the agent's vouch look-up. The
+endpoint answers 409 ``closed`` so the agents go back to polling. A second section compares a
+``dask worker`` subprocess with an in-process ``distributed.Worker`` joining a running
+scheduler (the cost the agent pays after a grant). Figures are printed (p50 / p90 over
+trials); nothing is asserted.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from podgrid.config import setup_logging
+from podgrid.masterqueue.client import MasterQueueClient
+from podgrid.protocol import ConnectionInfo
 from tests.jobagent.grid import Grid, eventually, ldif_with, running_grid
 
 SITE, CE = "Bench", "bench-ce"
@@ -57,13 +61,30 @@ class AttachRecorder:
             await self._runner.cleanup()
 
 
-async def trial(grid: Grid, recorder: AttachRecorder, server: str) -> float:
-    """Seconds from the publish of ``server`` to its first attach request."""
+REQUEST = '[server]\nname = "bench"\nmin_workers = 1\nmax_workers = 1\n'
+
+
+async def vouched_server(grid: Grid, recorder: AttachRecorder) -> str:
+    """A real request the master queue vouches for, its broker reporting the recorder's URL."""
+    record = await grid.user.submit_request(REQUEST, "toml")
+    server = str(record.id)
+    token = await grid.admin.create_token("broker", f"bench-broker-{server}", record.id)
+    url = f"{recorder.url}/{server}/v1/attach"
+    async with MasterQueueClient(grid.mq_url, token) as broker:
+        await broker.report_state(record.id, "STARTING")
+        info = ConnectionInfo(address="tls://127.0.0.1:1", attach_url=url)
+        await broker.report_state(record.id, "PUBLISHING", address=url, connection=info)
+    return server
+
+
+async def trial(grid: Grid, recorder: AttachRecorder) -> float:
+    """Seconds from the publish of a new server to its first attach request."""
+    server = await vouched_server(grid, recorder)
     published = time.monotonic()
-    await grid.publish_server(server, f"{recorder.url}/{server}", 1)
+    await grid.publish_server(server, f"{recorder.url}/{server}/v1/attach", 1)
     await eventually(lambda: server in recorder.first, 10, f"an attach to {server}", step_s=0.01)
     took = recorder.first[server] - published
-    await grid.publish_server(server, f"{recorder.url}/{server}", 0)
+    await grid.publish_server(server, f"{recorder.url}/{server}/v1/attach", 0)
     return took
 
 
@@ -82,7 +103,7 @@ async def measure(mode: str, trials: int, agents: int, tmp: Path) -> list[float]
             await asyncio.sleep(1.5)
             results = []
             for n in range(trials):
-                results.append(await trial(grid, recorder, f"{mode}-{n}"))
+                results.append(await trial(grid, recorder))
                 await asyncio.sleep(0.3 + (n % 7) / 10)  # decorrelate from the 1 s poll phase
             return results
     finally:
