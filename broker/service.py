@@ -78,7 +78,9 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         if record.state in REQUEST_FINAL:
             await refresher.stop()
             raise BrokerStartError(f"request {record.id} is already {record.state.value}")
-        sink = open_publisher(settings.registry or pod.registry_url, settings.registry_token)
+        sink = open_publisher(
+            settings.registry or pod.registry_url, settings.registry_token, settings.apmon_password
+        )
         broker = Broker(
             settings,
             record,

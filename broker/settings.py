@@ -5,6 +5,10 @@ Registry (``registry``, else ``podRegistryURL``): published to by the rule of
 (fire and forget, like PoD's own ApMon); an ``http(s)://`` URL is published to with
 ``POST /publish`` when ``registry_token`` is set, and with ApMon datagrams to that host on
 the ApMon port otherwise.
+
+``sign_secret`` comes from ``PODGRID_SIGN_SECRET`` (set by the launcher like the broker token,
+see :mod:`podgrid.masterqueue.signing`); without it ``POST /v1/sign`` is off and the owner
+cannot get a client certificate from this broker.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class BrokerSettings(BaseModel):
     token: str = Field(min_length=1, repr=False)
     registry: str | None = Field(default=None, description="udp://… or http(s)://…; see module doc")
     registry_token: str | None = Field(default=None, repr=False)
+    apmon_password: str | None = Field(default=None, repr=False)
     config_source: str | None = Field(default=None, description="LDIF path or ldap:// URL")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=0, ge=0, le=65535)

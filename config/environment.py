@@ -33,6 +33,9 @@ REGISTRY_URL: Final = _variable(
 REGISTRY_TOKEN: Final = _variable(
     "PODGRID_REGISTRY_TOKEN", "a publish token the registry accepts (enables HTTP /publish)"
 )
+APMON_PASSWORD: Final = _variable(
+    "PODGRID_APMON_PASSWORD", "the password of every ApMon datagram sent to or taken by a registry"
+)
 SITE: Final = _variable("PODGRID_SITE", "the grid site of a job agent or site factory")
 CE: Final = _variable("PODGRID_CE", "the computing element of a job agent or site factory")
 SLOT_PACKAGES: Final = _variable(
@@ -48,6 +51,7 @@ SANDBOX: Final = _variable(
 
 __all__ = [
     "AGENT_ID",
+    "APMON_PASSWORD",
     "CE",
     "JOB_ID",
     "REGISTRY_TOKEN",

@@ -15,10 +15,14 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
+
+from tests.monitoring.registry_helpers import send_udp
+from tests.monitoring.xdr_encoder import encode
 
 PR_SET_CHILD_SUBREAPER = 36
 DEMO_TIMEOUT_S = 100  # the demo itself must stay under ~60 s on 2 cores
@@ -121,6 +125,19 @@ def test_up_serves_a_second_terminal_and_stops_cleanly_on_sigterm(
         assert doc["user_token"]
         assert doc["admin_token"]
         assert doc["dashboard_url"].startswith("http://127.0.0.1:")
+
+        # The attack: pose as a PoD server with one datagram. podgrid up's registry wants
+        # the ApMon password it made, so the fake entry never shows (and no agent sees it).
+        udp = re.search(r"ApMon udp://([0-9.]+):(\d+)", (tmp_path / "up.log").read_text())
+        assert udp is not None
+        fake = encode("PoD_Masters", "9999", {"Address": "http://127.0.0.1:9/", "NeededWorkers": 5})
+        send_udp((udp.group(1), int(udp.group(2))), fake)
+        time.sleep(0.3)
+        with urllib.request.urlopen(doc["registry_url"] + "/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
+        assert 'podgrid_registry_datagrams_dropped_total{reason="bad_password"} 1.0' in metrics
+        with urllib.request.urlopen(doc["registry_url"] + "/rest/*/PoD_Masters/9999/*") as resp:
+            assert resp.read() == b""
 
         request = tmp_path / "one-worker.toml"
         request.write_text(REQUEST)

@@ -47,7 +47,9 @@ async def build_agent(settings: AgentSettings, flags: SlotFlags) -> AsyncIterato
     )
     registry_url = settings.registry_url or pod.registry_url
     mq_url = settings.masterqueue_url or pod.masterqueue_url
-    publisher = open_publisher(settings.registry_publish or registry_url, settings.registry_token)
+    publisher = open_publisher(
+        settings.registry_publish or registry_url, settings.registry_token, settings.apmon_password
+    )
     session = aiohttp.ClientSession()
     try:
         registry = RegistryClient(registry_url, session)

@@ -31,6 +31,7 @@ class AgentSettings(BaseModel):
     masterqueue_url: str | None = Field(None, description="overrides podMasterQueueURL")
     registry_publish: str | None = Field(None, description="udp://h:p or http(s)://h:p")
     registry_token: str | None = Field(None, repr=False)
+    apmon_password: str | None = Field(None, repr=False)
     config_refresh_s: float | None = Field(None, gt=0, description="overrides podConfigRefresh")
     http_host: str | None = None
     http_port: int = Field(0, ge=0, le=65535)

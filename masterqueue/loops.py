@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from podgrid.config import environment
 from podgrid.config.runtime import wait_event
 from podgrid.masterqueue.errors import IllegalTransition, MasterQueueError, RecordNotFound
 from podgrid.masterqueue.launcher import REGISTRY_ENV, URL_ENV, Launcher, LaunchHandle, stop
@@ -83,12 +84,14 @@ class LaunchLoop:
         url: Callable[[], str | None],
         registry_url: str,
         stop_grace_s: float,
+        apmon_password: str | None = None,
     ) -> None:
         self.store = store
         self.launcher = launcher
         self.metrics = metrics
         self.url = url
         self.registry_url = registry_url
+        self.apmon_password = apmon_password
         self.stop_grace_s = stop_grace_s
         self.handles: dict[int, LaunchHandle] = {}
         self.started_at: dict[int, float] = {}  # request id -> wall time its broker started
@@ -121,6 +124,8 @@ class LaunchLoop:
             return  # another master queue claimed it, or it was cancelled meanwhile
         token = await self.store.create_token("broker", f"broker-{record.id}", record.id)
         env = {URL_ENV: url, REGISTRY_ENV: self.registry_url}
+        if self.apmon_password:
+            env[environment.APMON_PASSWORD] = self.apmon_password
         try:
             handle = await self.launcher.start(record, token, env, host)
         except OSError as e:

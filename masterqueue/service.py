@@ -134,7 +134,9 @@ async def _loops(app: web.Application) -> AsyncIterator[None]:
         )
     )
     publisher = open_publisher(
-        settings.registry_publish or app[_REGISTRY_URL], settings.registry_token
+        settings.registry_publish or app[_REGISTRY_URL],
+        settings.registry_token,
+        settings.apmon_password,
     )
     if settings.queue_publish_interval_s is not None:
         depth = QueueDepthPublisher(store, publisher)
@@ -150,6 +152,7 @@ async def _loops(app: web.Application) -> AsyncIterator[None]:
             url=lambda: settings.public_url or runtime.url,
             registry_url=app[_REGISTRY_URL],
             stop_grace_s=settings.broker_stop_grace_s,
+            apmon_password=settings.apmon_password,
         )
         app[keys.LAUNCH_LOOP] = launch
         tick = run_every(

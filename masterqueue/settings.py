@@ -53,6 +53,9 @@ class MasterQueueSettings(BaseModel):
         None, description="udp://H:P or http(s)://; default: registry_url (publish_target rule)"
     )
     registry_token: str | None = Field(None, repr=False, description="for HTTP publish")
+    apmon_password: str | None = Field(
+        None, repr=False, description="in every ApMon datagram; handed to the brokers it starts"
+    )
     queue_publish_interval_s: float | None = Field(
         DEFAULT_QUEUE_PUBLISH_INTERVAL_S, gt=0, description="None: do not publish the queue depth"
     )

@@ -34,10 +34,18 @@ def publish_target(registry: str, token: str | None) -> str:
     return f"udp://{parts.hostname}:{DEFAULT_APMON_PORT}"
 
 
-def open_publisher(registry: str, token: str | None) -> Publisher:
-    """The publisher for :func:`publish_target` of ``registry`` (HTTP needs ``token``)."""
+def open_publisher(
+    registry: str, token: str | None, apmon_password: str | None = None
+) -> Publisher:
+    """The publisher for :func:`publish_target` of ``registry`` (HTTP needs ``token``).
+
+    ApMon datagrams carry ``apmon_password``, which a registry started by ``podgrid up`` or
+    ``podgrid monitoring serve`` requires by default.
+    """
     target = publish_target(registry, token)
     if target.startswith("udp://"):
         parts = urlsplit(target)
-        return ApMonPublisher(parts.hostname or "", parts.port or DEFAULT_APMON_PORT)
+        return ApMonPublisher(
+            parts.hostname or "", parts.port or DEFAULT_APMON_PORT, password=apmon_password or ""
+        )
     return HttpPublisher(target, token or "", attempts=HTTP_ATTEMPTS, deadline_s=HTTP_DEADLINE_S)

@@ -74,6 +74,7 @@ def build_settings(args: argparse.Namespace) -> BrokerSettings:
             token=token,
             registry=args.registry or os.environ.get(REGISTRY_ENV) or None,
             registry_token=os.environ.get(REGISTRY_TOKEN_ENV) or None,
+            apmon_password=os.environ.get(environment.APMON_PASSWORD) or None,
             config_source=args.config,
             http_host=args.http[0],
             http_port=args.http[1],

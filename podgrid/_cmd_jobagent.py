@@ -80,6 +80,7 @@ def settings_from_args(args: argparse.Namespace) -> AgentSettings:
         masterqueue_url=args.masterqueue_url,
         registry_publish=args.registry_publish,
         registry_token=os.environ.get(REGISTRY_TOKEN_ENV),
+        apmon_password=os.environ.get(environment.APMON_PASSWORD) or None,
         config_refresh_s=args.config_refresh,
         http_host=args.http[0] if args.http else None,
         http_port=args.http[1] if args.http else 0,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ import structlog
 from pydantic import ValidationError
 
 from podgrid._cmd_args import host_port
-from podgrid.config import setup_logging
+from podgrid.config import environment, setup_logging
 from podgrid.config.errors import ConfigError
 from podgrid.config.runtime import capture_signals
 from podgrid.masterqueue.errors import MasterQueueError
@@ -78,6 +79,7 @@ def build_settings(args: argparse.Namespace) -> MasterQueueSettings:
         "state_dir": args.state_dir,
         "broker_heartbeat_timeout_s": args.broker_heartbeat_timeout,
         "broker_command": shlex.split(args.broker_command) if args.broker_command else None,
+        "apmon_password": os.environ.get(environment.APMON_PASSWORD) or None,
     }
     values.update({k: v for k, v in optional.items() if v is not None})
     return MasterQueueSettings(**values)

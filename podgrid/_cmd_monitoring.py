@@ -31,6 +31,7 @@ log = structlog.get_logger("podgrid.monitoring")
 
 TOKEN_ENV = environment.REGISTRY_TOKEN
 TOKEN_FILE_NAME = "registry.token"  # noqa: S105 (a file name)
+APMON_PASSWORD_FILE_NAME = "apmon.password"  # noqa: S105 (a file name)
 
 
 class UsageError(PodGridError, ValueError):
@@ -54,7 +55,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     serve.add_argument("--udp", type=host_port, default=("127.0.0.1", DEFAULT_UDP_PORT))
     serve.add_argument("--farm", default="podgrid", help="farm name of data received here")
-    serve.add_argument("--apmon-password", default=None, help="password ApMon senders must use")
+    serve.add_argument(
+        "--apmon-password-file",
+        type=Path,
+        default=None,
+        help=f"the password ApMon senders must use (default: ${environment.APMON_PASSWORD}, "
+        f"else <state dir>/{APMON_PASSWORD_FILE_NAME}, made on first start)",
+    )
+    serve.add_argument(
+        "--open-apmon",
+        action="store_true",
+        help="accept ApMon datagrams without a password: anyone who can reach the UDP port "
+        "can then publish (PoD servers included)",
+    )
     serve.add_argument(
         "--token-file", type=Path, default=None, help="accepted publish tokens, one per line"
     )
@@ -76,17 +89,34 @@ def _read_tokens(path: Path) -> set[str]:
     return tokens
 
 
-def _own_token(state_dir: Path) -> str:
-    """The token in ``<state dir>/registry.token``, created (mode 0600) when missing."""
-    path = state_dir / TOKEN_FILE_NAME
+def _own_secret(state_dir: Path, name: str, event: str) -> str:
+    """The secret in ``<state dir>/<name>``, created (mode 0600) when missing."""
+    path = state_dir / name
     if path.is_file():
-        token = path.read_text(encoding="utf-8").strip()
-        if token:
-            return token
-    token = secrets.token_urlsafe(32)
-    write_private_file(path, token + "\n")
-    log.info("registry.token_created", path=str(path))
-    return token
+        secret = path.read_text(encoding="utf-8").strip()
+        if secret:
+            return secret
+    secret = secrets.token_urlsafe(32)
+    write_private_file(path, secret + "\n")
+    log.info(event, path=str(path))
+    return secret
+
+
+def _apmon_password(args: argparse.Namespace, state_dir: Path) -> str | None:
+    """The ApMon password: the file, the environment, or the state dir's own (or none)."""
+    if args.open_apmon:
+        log.warning("registry.apmon_open", why="--open-apmon: datagrams need no password")
+        return None
+    if args.apmon_password_file is not None:
+        try:
+            password: str = args.apmon_password_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"--apmon-password-file {args.apmon_password_file}: {e}") from e
+        if not password:
+            raise UsageError(f"--apmon-password-file {args.apmon_password_file}: it is empty")
+        return password
+    from_env = os.environ.get(environment.APMON_PASSWORD, "").strip()
+    return from_env or _own_secret(state_dir, APMON_PASSWORD_FILE_NAME, "registry.apmon_created")
 
 
 def configured_http(source: str | None) -> tuple[str, int]:
@@ -112,14 +142,16 @@ def build_settings(args: argparse.Namespace) -> RegistrySettings:
             http_port=http[1],
             udp_host=args.udp[0],
             udp_port=args.udp[1],
-            apmon_password=args.apmon_password,
             **extra,
         )
     except ValidationError as e:
         raise UsageError(str(e)) from e
     if not tokens:
-        tokens.add(_own_token(settings.state_dir))
-    return settings.model_copy(update={"publish_tokens": frozenset(tokens)})
+        tokens.add(_own_secret(settings.state_dir, TOKEN_FILE_NAME, "registry.token_created"))
+    password = _apmon_password(args, settings.state_dir)
+    return settings.model_copy(
+        update={"publish_tokens": frozenset(tokens), "apmon_password": password}
+    )
 
 
 async def serve(settings: RegistrySettings) -> None:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import getpass
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -89,6 +90,7 @@ class LocalGrid:
     site: str
     config_source: str
     masterqueue: RunningMasterQueue = field(repr=False)
+    apmon_password: str = field(default="", repr=False)
     site_process: asyncio.subprocess.Process | None = field(default=None, repr=False)
 
     @property
@@ -191,6 +193,7 @@ async def _start_site(grid: LocalGrid) -> asyncio.subprocess.Process:
         **os.environ,
         environment.TOKEN: grid.agent_token,
         environment.SLOT_PACKAGES: ",".join(LOCAL_PACKAGES),
+        environment.APMON_PASSWORD: grid.apmon_password,
     }
     for name in (environment.URL, environment.REGISTRY_TOKEN, environment.REGISTRY_URL):
         env.pop(name, None)
@@ -260,14 +263,16 @@ async def cancel_active(mq: RunningMasterQueue, timeout_s: float) -> list[int]:
     return [r.id for r in active]
 
 
-def _mq_settings(state_dir: Path, port: int, config: str, udp: str) -> MasterQueueSettings:
+def _mq_settings(
+    state_dir: Path, port: int, config: str, udp: str, apmon_password: str
+) -> MasterQueueSettings:
     broker = [sys.executable, "-m", "podgrid", "broker", "serve", "--registry", udp,
               "--config", config, "--state-dir", str(state_dir)]  # fmt: skip
     return MasterQueueSettings.model_validate(
         {"http_port": port, "state_dir": state_dir, "config_source": config,
          "registry_url": udp, "launcher": "local", "broker_command": broker,
          "broker_stop_grace_s": BROKER_STOP_GRACE_S, "stop_brokers_on_exit": True,
-         "sweep_interval_s": 1.0, "launcher_interval_s": 0.2}
+         "sweep_interval_s": 1.0, "launcher_interval_s": 0.2, "apmon_password": apmon_password}
     )  # fmt: skip
 
 
@@ -307,14 +312,16 @@ async def run_local_grid(
     chosen = choose_ports(ports)
     for note in chosen.notes:
         say(note)
+    # No datagram without this password reaches the registry (anyone on the host can send one).
+    apmon_password = secrets.token_urlsafe(32)
     reg_settings = RegistrySettings.model_validate(
         {"http_port": chosen.registry_http, "udp_port": chosen.registry_udp,
-         "state_dir": state_dir / "registry"}
+         "state_dir": state_dir / "registry", "apmon_password": apmon_password}
     )  # fmt: skip
     async with run_registry(reg_settings) as reg:
         udp = f"udp://{reg.udp_addr[0]}:{reg.udp_addr[1]}"
         say(f"registry on {reg.http_url} (ApMon {udp})")
-        mq_settings = _mq_settings(state_dir, chosen.masterqueue, source, udp)
+        mq_settings = _mq_settings(state_dir, chosen.masterqueue, source, udp, apmon_password)
         async with run_masterqueue(mq_settings) as mq:
             say(f"master queue on {mq.url} (SQLite in {state_dir})")
             admin, user, agent = await _tokens(mq, mq_settings)
@@ -322,7 +329,7 @@ async def run_local_grid(
                 state_dir=state_dir, registry_url=reg.http_url, registry_udp=reg.udp_addr,
                 masterqueue_url=mq.url, dashboard_url=f"{reg.http_url}/", user_token=user,
                 admin_token=admin, agent_token=agent, agents=agents, site=LOCAL_SITE,
-                config_source=source, masterqueue=mq,
+                config_source=source, masterqueue=mq, apmon_password=apmon_password,
             )  # fmt: skip
             LocalGridEndpoints(
                 masterqueue_url=mq.url, registry_url=reg.http_url,

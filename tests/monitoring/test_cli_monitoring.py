@@ -82,7 +82,14 @@ def test_serve_ingests_answers_and_exits_0_on_sigterm(
     event, seen = wait_started(proc)
     http_url = str(event["http_url"])
     host, port = event["udp"]  # type: ignore[misc]
-    send_udp((host, port), encode("PoD_Masters", "42", {"NeededWorkers": 3}))
+    # A password by default, made on first start (0600): a datagram without it is dropped.
+    password_file = tmp_path / "apmon.password"
+    assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
+    password = password_file.read_text().strip()
+    assert len(password) >= 32
+    send_udp((host, port), encode("PoD_Masters", "666", {"NeededWorkers": 9}))
+    send_udp((host, port), encode("PoD_Masters", "667", {"NeededWorkers": 9}, password="guess"))
+    send_udp((host, port), encode("PoD_Masters", "42", {"NeededWorkers": 3}, password=password))
     url = http_url + "/rest/*/PoD_Masters/*/NeededWorkers"
     for _ in range(100):
         text = get(url)
@@ -228,3 +235,22 @@ def test_unreadable_config_exits_1_naming_it(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "missing.ldif" in result.stderr
+
+
+def test_open_apmon_is_explicit_and_takes_datagrams_without_a_password(
+    tmp_path: Path, procs: list[subprocess.Popen[str]]
+) -> None:
+    args = ["--http", "127.0.0.1:0", "--udp", "127.0.0.1:0", "--state-dir", str(tmp_path)]
+    proc = start([*args, "--open-apmon"])
+    procs.append(proc)
+    event, seen = wait_started(proc)
+    assert any('"registry.apmon_open"' in line for line in seen)
+    assert not (tmp_path / "apmon.password").exists()
+    host, port = event["udp"]  # type: ignore[misc]
+    send_udp((host, port), encode("PoD_Masters", "7", {"NeededWorkers": 1}))
+    url = str(event["http_url"]) + "/rest/*/PoD_Masters/7/NeededWorkers"
+    for _ in range(100):
+        if get(url):
+            break
+        time.sleep(0.02)
+    assert get(url).startswith("podgrid/PoD_Masters/7/NeededWorkers/1/")
