@@ -38,6 +38,7 @@ from podgrid.protocol import (
     JobDetail,
     JobPage,
     JobRecord,
+    JobRelease,
     JobSpec,
     JobState,
     LeaseRenewed,
@@ -247,6 +248,15 @@ class MasterQueueClient:
         """Report a job's exit code (DONE when 0, else ERROR_E); refused if the lease was lost."""
         body = {"lease_token": lease_token, "exit_code": exit_code}
         data = await self._call("POST", f"/v1/jobs/{job_id}/finish", json=body, idempotent=True)
+        return _model(JobRecord, data)
+
+    async def release_job(self, job_id: int, lease_token: str, reason: str) -> JobRecord:
+        """Give a job back to the queue (WAITING, the attempt not counted): its agent stops.
+
+        Retried like finish: a repeat after a lost answer gets 409 (the lease is gone).
+        """
+        body = JobRelease(lease_token=lease_token, reason=reason).model_dump(mode="json")
+        data = await self._call("POST", f"/v1/jobs/{job_id}/release", json=body, idempotent=True)
         return _model(JobRecord, data)
 
     # --- admin and health -----------------------------------------------------------------

@@ -5,6 +5,12 @@ Heartbeat and finish are compare-and-set UPDATEs on that token, so once a lease 
 back to WAITING, re-claimed, killed) the old agent's calls are refused with
 :class:`StaleLease`.
 A lease past its expiry that no sweep has taken away yet is still honoured.
+
+An agent that shuts down (SIGTERM, pre-emption) while a job runs *releases* it: the job goes
+back to WAITING under the same compare-and-set, and the attempt is given back, since the job
+did not fail. Only :data:`FREE_RELEASES` releases per job are free; after that a release counts
+as an attempt (and ends in EXPIRED when none are left), so a job that makes its agents shut
+down cannot circulate for ever.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from podgrid.masterqueue.states import JOB_LEASED
 from podgrid.protocol import JOB_FINAL, JobRecord, JobSpec, JobState
 
 _PROGRESS = (JobState.ASSIGNED, JobState.STARTED, JobState.RUNNING)
+FREE_RELEASES = 5  # releases per job that do not use up an attempt
+RELEASED_PREFIX = "released: "  # how a release's history entry starts (counted by release)
 
 
 async def job_event(
@@ -172,6 +180,43 @@ async def finish(conn: AsyncConnection, job_id: int, lease_token: str, exit_code
     }
     await _fenced_update(conn, row, lease_token, values)
     await job_event(conn, job_id, final, row["agent_id"], f"exit code {exit_code}", at)
+    return job_record({**row, **values})
+
+
+async def release(conn: AsyncConnection, job_id: int, lease_token: str, reason: str) -> JobRecord:
+    """Give a leased job back: WAITING again, the attempt not counted (see FREE_RELEASES).
+
+    A compare-and-set on the lease token like :func:`finish`; StaleLease once the lease is
+    lost. The reason goes into the job's history.
+    """
+    row = await load_job(conn, job_id)
+    current = JobState(row["state"])
+    if row["lease_token"] != lease_token or current not in JOB_LEASED:
+        raise StaleLease(job_id, current.value)
+    released = await conn.scalar(
+        sa.select(sa.func.count())
+        .select_from(job_events)
+        .where(
+            job_events.c.job_id == job_id,
+            job_events.c.reason.startswith(RELEASED_PREFIX, autoescape=True),
+        )
+    )
+    free = (released or 0) < FREE_RELEASES
+    attempts = row["attempts"] - 1 if free else row["attempts"]
+    to = JobState.WAITING if free or attempts < row["max_attempts"] else JobState.EXPIRED
+    at = now_ms()
+    values = {
+        "state": to.value,
+        "attempts": max(attempts, 0),
+        "agent_id": None if to == JobState.WAITING else row["agent_id"],
+        "lease_token": None,
+        "lease_expires_ms": None,
+        "updated_ms": at,
+    }
+    await _fenced_update(conn, row, lease_token, values)
+    counted = "not counted" if free else f"counted: {FREE_RELEASES} free releases used"
+    note = f"{RELEASED_PREFIX}{reason} (attempt {row['attempts']} {counted})"
+    await job_event(conn, job_id, to, row["agent_id"], note, at)
     return job_record({**row, **values})
 
 

@@ -198,6 +198,7 @@ def create_app(settings: MasterQueueSettings, store: Store | None = None) -> web
     r.add_delete("/v1/jobs/{id}", views_jobs.kill_job)
     r.add_post("/v1/jobs/{id}/heartbeat", views_jobs.heartbeat_job)
     r.add_post("/v1/jobs/{id}/finish", views_jobs.finish_job)
+    r.add_post("/v1/jobs/{id}/release", views_jobs.release_job)
     r.add_post("/v1/match", views_jobs.match)
     r.add_get("/v1/servers", views_servers.list_servers)
     r.add_post("/v1/tokens", views.create_token)

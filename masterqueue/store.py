@@ -238,6 +238,12 @@ class Store:
             lambda c: jobs.finish(c, job_id, lease_token, exit_code), name="finish_job"
         )
 
+    async def release_job(self, job_id: int, lease_token: str, reason: str) -> JobRecord:
+        """Back to WAITING without using an attempt (agent shut down); StaleLease if lost."""
+        return await self._db.run(
+            lambda c: jobs.release(c, job_id, lease_token, reason), name="release_job"
+        )
+
     async def kill_job(self, job_id: int, owner: str | None) -> JobRecord:
         """KILLED; NotOwner if ``owner`` differs (``owner=None``: an admin)."""
         return await self._db.run(lambda c: jobs.kill(c, job_id, owner), name="kill_job")

@@ -20,6 +20,7 @@ from podgrid.protocol import (
     JobFinish,
     JobHeartbeat,
     JobRecord,
+    JobRelease,
     JobSpec,
     JobState,
     LeaseRenewed,
@@ -104,4 +105,17 @@ async def finish_job(request: web.Request) -> web.Response:
     job_id = path_id(request)
     body = await json_body(request, JobFinish)
     record = await request.app[keys.STORE].finish_job(job_id, body.lease_token, body.exit_code)
+    return web.json_response(job_json(record))
+
+
+async def release_job(request: web.Request) -> web.Response:
+    """``POST /v1/jobs/{id}/release``: back to WAITING under the agent's lease (it shut down).
+
+    The attempt is not counted against the job (up to a few releases per job); 409
+    ``stale_lease`` once the lease is lost.
+    """
+    await require(request, "agent")
+    job_id = path_id(request)
+    body = await json_body(request, JobRelease)
+    record = await request.app[keys.STORE].release_job(job_id, body.lease_token, body.reason)
     return web.json_response(job_json(record))

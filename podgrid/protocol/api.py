@@ -91,6 +91,13 @@ class JobFinish(_Body):
     exit_code: Annotated[StrictInt, Field(ge=-255, le=255)]
 
 
+class JobRelease(_Body):
+    """``POST /v1/jobs/{id}/release``: give a job back to the queue (its agent shuts down)."""
+
+    lease_token: LeaseToken
+    reason: Annotated[StrictStr, Field(min_length=1, max_length=500)]
+
+
 class RequestPage(_Body):
     """``GET /v1/requests``: one page; pass ``next`` as ``after`` for the next."""
 

@@ -7,9 +7,9 @@ database keeps them as integer epoch milliseconds.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 from podgrid.config.request import PackageName, ServerRequest, SiteName
 from podgrid.protocol.connection import ConnectionInfo
@@ -22,6 +22,32 @@ MAX_JOB_TTL_S = 30 * 86400  # seconds
 DEFAULT_JOB_TTL_S = 3600  # seconds
 DEFAULT_MAX_ATTEMPTS = 3
 AgentId = Annotated[StrictStr, Field(min_length=1, max_length=128)]
+# What execve(2) can carry, checked at submit so a job that no agent can start never enters
+# the queue (a NUL or an "=" in an env name used to escape the agent's runner and kill it).
+MAX_ARGV_ITEMS: Final = 4096
+MAX_ARGV_BYTES: Final = 128 * 1024  # UTF-8 bytes of all argv elements together
+MAX_ENV_ITEMS: Final = 1024
+MAX_ENV_BYTES: Final = 128 * 1024  # UTF-8 bytes of every NAME=value together
+
+
+def _no_nul(text: str) -> str:
+    """``text`` unless it holds a NUL, which no C string (argv, environment) can carry."""
+    if "\0" in text:
+        raise ValueError(f"must not contain a NUL byte (at character {text.index(chr(0))})")
+    return text
+
+
+def _env_name(name: str) -> str:
+    """``name`` unless execve could not pass it: a NUL, or an ``=`` (it ends the name)."""
+    _no_nul(name)
+    if "=" in name:
+        raise ValueError("an environment variable name must not contain '='")
+    return name
+
+
+ArgvItem = Annotated[StrictStr, Field(min_length=1), AfterValidator(_no_nul)]
+EnvName = Annotated[StrictStr, Field(min_length=1), AfterValidator(_env_name)]
+EnvValue = Annotated[StrictStr, AfterValidator(_no_nul)]
 
 
 class _Record(BaseModel):
@@ -84,8 +110,8 @@ class RequestDetail(RequestRecord):
 class JobSpec(_Record):
     """A batch job as submitted: an argv (no shell), its environment and requirements."""
 
-    command: list[Annotated[StrictStr, Field(min_length=1)]] = Field(min_length=1)
-    env: dict[StrictStr, StrictStr] = Field(default_factory=dict)
+    command: list[ArgvItem] = Field(min_length=1, max_length=MAX_ARGV_ITEMS)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict, max_length=MAX_ENV_ITEMS)
     cores: int = Field(1, ge=1, le=1024)
     memory_mb: int = Field(1024, ge=1)
     ttl_s: int = Field(DEFAULT_JOB_TTL_S, ge=1, le=MAX_JOB_TTL_S)
@@ -93,6 +119,24 @@ class JobSpec(_Record):
     sites: tuple[SiteName, ...] = Field((), description="empty: any site")
     priority: int = Field(0, ge=-1000, le=1000)
     max_attempts: int = Field(DEFAULT_MAX_ATTEMPTS, ge=1, le=100)
+
+    @field_validator("command")
+    @classmethod
+    def _argv_fits(cls, command: list[str]) -> list[str]:
+        """The whole argv within MAX_ARGV_BYTES (each element already checked alone)."""
+        size = sum(len(arg.encode()) + 1 for arg in command)
+        if size > MAX_ARGV_BYTES:
+            raise ValueError(f"the argv is {size} bytes; at most {MAX_ARGV_BYTES} are allowed")
+        return command
+
+    @field_validator("env")
+    @classmethod
+    def _env_fits(cls, env: dict[str, str]) -> dict[str, str]:
+        """The whole environment within MAX_ENV_BYTES (as NAME=value strings)."""
+        size = sum(len(k.encode()) + len(v.encode()) + 2 for k, v in env.items())
+        if size > MAX_ENV_BYTES:
+            raise ValueError(f"the env is {size} bytes; at most {MAX_ENV_BYTES} are allowed")
+        return env
 
 
 class JobRecord(_Record):
