@@ -28,6 +28,7 @@ from podgrid.config.settings import PodSettings
 from podgrid.errors import CallFailed
 from podgrid.jobagent import attach as attach_api
 from podgrid.jobagent.batch import BatchLimits, BatchRunner
+from podgrid.jobagent.payload import Payload
 from podgrid.jobagent.poller import ServerPoller
 from podgrid.jobagent.servers import ServerOffer, weighted_order
 from podgrid.jobagent.settings import MAX_BACKOFF_S, AgentSettings
@@ -65,6 +66,7 @@ class Agent:
         masterqueue: MasterQueueClient,
         session: aiohttp.ClientSession,
         reporter_factory: Callable[[Accounting], StatusReporter],
+        payload: Payload | None = None,
     ) -> None:
         self.settings = settings
         self.slot = slot
@@ -74,7 +76,10 @@ class Agent:
         self.session = session
         self.accounting = Accounting()
         self.status = reporter_factory(self.accounting)
-        self.batch = BatchRunner(masterqueue, settings.state_dir / "sandboxes", slot.agent_id)
+        self.payload = payload or Payload()  # who runs workers and batch jobs
+        self.batch = BatchRunner(
+            masterqueue, settings.state_dir / "sandboxes", slot.agent_id, self.payload
+        )
         self.vouchers = Vouchers(masterqueue)
         self.rng = random.Random(settings.seed)  # noqa: S311 - spreading load, not security
         self.stopping = asyncio.Event()
@@ -220,6 +225,7 @@ class Agent:
             self.settings.state_dir / "workers" / _safe(grant.name),
             death_timeout_s=float(self.pod.attach_timeout_s),
             idle_timeout_s=idle_timeout_s,
+            payload=self.payload,
         )
         try:
             await run.start()

@@ -1,10 +1,17 @@
-"""Wiring one agent: configuration, slot, clients, publisher, HTTP endpoint, signals."""
+"""Wiring one agent: configuration, slot, clients, publisher, HTTP endpoint, signals.
+
+Before anything else the agent decides who runs the user's code (:mod:`podgrid.jobagent.payload`;
+a warning when that is the agent's own uid), makes itself non-dumpable, so a payload of the
+same uid cannot read ``/proc/<agent>/environ`` (the token) or attach to it, and kills a batch
+job an earlier agent on the same state dir left running.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import structlog
@@ -12,6 +19,7 @@ import structlog
 from podgrid.config.refresher import ConfigRefresher
 from podgrid.config.runtime import capture_signals
 from podgrid.jobagent.agent import Agent
+from podgrid.jobagent.payload import resolve_payload, warn_if_not_isolated
 from podgrid.jobagent.poller import ServerPoller
 from podgrid.jobagent.service import serve_http
 from podgrid.jobagent.settings import AgentSettings
@@ -23,11 +31,30 @@ from podgrid.monitoring.publish_target import open_publisher
 
 log = structlog.get_logger("podgrid.jobagent")
 
+PR_SET_DUMPABLE: Final = 4
+
+
+def make_undumpable() -> bool:
+    """``prctl(PR_SET_DUMPABLE, 0)``: /proc/<pid>/environ, mem and ptrace become root-only.
+
+    Without a payload user, workers and jobs run under the agent's uid; this keeps them from
+    reading the token out of the agent's environment. Children get their own flag at exec.
+    """
+    try:
+        return int(ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)) == 0
+    except OSError:
+        return False
+
 
 @contextlib.asynccontextmanager
 async def build_agent(settings: AgentSettings, flags: SlotFlags) -> AsyncIterator[Agent]:
     """Load the configuration, describe the slot and open every client the agent uses."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    payload = resolve_payload(settings.payload_user)
+    payload.check_reachable(settings.state_dir)
+    warn_if_not_isolated(payload)
+    if not make_undumpable():
+        log.warning("jobagent.dumpable", reason="prctl(PR_SET_DUMPABLE, 0) failed")
     holder: list[Agent] = []
     refresher = ConfigRefresher(
         settings.config_source,
@@ -67,7 +94,8 @@ async def build_agent(settings: AgentSettings, flags: SlotFlags) -> AsyncIterato
                     interval_s=lambda: float(refresher.current.settings.publish_interval_s),
                 )
 
-            agent = Agent(settings, slot, refresher, poller, mq, session, reporter)
+            agent = Agent(settings, slot, refresher, poller, mq, session, reporter, payload)
+            agent.batch.reap_leftover()
             holder.append(agent)
             yield agent
     finally:

@@ -42,4 +42,10 @@ class AgentSettings(BaseModel):
     refused_s: float = Field(DEFAULT_REFUSED_S, ge=0)
     output_cap_bytes: int = Field(DEFAULT_OUTPUT_CAP_BYTES, ge=0)
     longpoll: bool | None = Field(None, description="None: ask the registry's /healthz")
+    payload_user: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="user name or uid that workers and batch jobs run as (needs root)",
+    )
     seed: int | None = None

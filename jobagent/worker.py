@@ -25,6 +25,7 @@ from typing import Final, Literal
 import structlog
 
 from podgrid.jobagent import idle as idle_preload
+from podgrid.jobagent.payload import Payload, base_environment
 from podgrid.jobagent.processes import exit_status, stop_group
 from podgrid.protocol import AttachGrant
 
@@ -91,6 +92,19 @@ def worker_command(
     return argv
 
 
+def worker_environment(run_dir: Path, source: dict[str, str] | None = None) -> dict[str, str]:
+    """The worker's allow-list environment: the user's tasks run in it, so no agent secret.
+
+    PATH, HOME and TMPDIR in the run dir, locale, the slot's ``DASK_*`` config and
+    ``PYTHONPATH`` when the slot sets one, the public ``PODGRID_SITE``/``CE``/``SLOT_PACKAGES``.
+    """
+    src = dict(os.environ) if source is None else source
+    env = base_environment(run_dir / "home", run_dir / "tmp", src)
+    if src.get("PYTHONPATH"):
+        env["PYTHONPATH"] = src["PYTHONPATH"]
+    return env
+
+
 def write_tls(grant: AttachGrant, tls_dir: Path) -> None:
     """The grant's PEM files, private to this user."""
     tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -132,8 +146,10 @@ class WorkerRun:
         *,
         death_timeout_s: float,
         idle_timeout_s: float = 0.0,
+        payload: Payload | None = None,
     ) -> None:
         self.grant = grant
+        self.payload = payload or Payload()
         self.run_dir = run_dir
         self.death_timeout_s = death_timeout_s
         self.idle_timeout_s = idle_timeout_s
@@ -143,10 +159,22 @@ class WorkerRun:
         self._follower: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Write the credentials and start the worker (its own session/process group)."""
+        """Write the credentials and start the worker (its own session/process group).
+
+        The worker gets :func:`worker_environment` only, and runs as the payload user when
+        the agent has one: its TLS files are then handed to that user, the directories it
+        writes (``work``, ``home``, ``tmp``) are its own, and the run dir and ``worker.log``
+        stay the agent's.
+        """
         tls_dir, work_dir = self.run_dir / "tls", self.run_dir / "work"
         write_tls(self.grant, tls_dir)
-        work_dir.mkdir(parents=True, exist_ok=True)
+        for d in (work_dir, self.run_dir / "home", self.run_dir / "tmp"):
+            d.mkdir(parents=True, exist_ok=True)
+            self.payload.chown(d)
+        if self.payload.isolated:
+            for f in tls_dir.iterdir():
+                self.payload.chown(f)
+            os.chmod(tls_dir, 0o711)  # noqa: S103 - enter only; the files are the payload's 0600
         argv = worker_command(
             self.grant, tls_dir, work_dir, self.death_timeout_s, self.idle_timeout_s
         )
@@ -157,6 +185,10 @@ class WorkerRun:
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
             cwd=self.run_dir,
+            env=worker_environment(self.run_dir),
+            user=self.payload.uid,
+            group=self.payload.gid,
+            extra_groups=[] if self.payload.isolated else None,
         )
         assert self.process.stdout is not None
         self._follower = asyncio.create_task(

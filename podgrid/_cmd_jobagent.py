@@ -56,6 +56,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     run.add_argument("--no-longpoll", action="store_true", help="plain polling every y s")
     run.add_argument(
+        "--payload-user",
+        default=None,
+        metavar="USER",
+        help="run workers and batch jobs as this user (name or uid; the agent must be root)",
+    )
+    run.add_argument(
         "--log-format", dest="service_log_format", choices=["json", "console"], default="json"
     )
     run.set_defaults(handler=run_command)
@@ -86,6 +92,7 @@ def settings_from_args(args: argparse.Namespace) -> AgentSettings:
         http_port=args.http[1] if args.http else 0,
         grace_s=args.grace,
         longpoll=False if args.no_longpoll else None,
+        payload_user=args.payload_user,
         **extra,
     )
 
