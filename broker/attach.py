@@ -1,31 +1,52 @@
-"""The attach API agents call: ``POST /v1/attach`` and ``POST /v1/detach`` (JSON, agent token).
+"""The attach API agents call (``POST /v1/attach``, ``/v1/detach``) and ``POST /v1/sign``.
 
-Bodies and answers are :mod:`podgrid.protocol`'s: ``POST /v1/attach`` takes a
-``SlotDescription`` → 200 ``AttachGrant`` | 409 (error body with ``reason`` ``full``,
-``closed`` or ``requirements``, and ``unmet`` for the last) | 401 | 400 (field errors) |
-503 (token not checkable now). The check and the grant happen with no ``await`` in between
-(see :mod:`podgrid.broker.places`). ``POST /v1/detach`` takes a ``DetachRequest`` → 200
-``DetachReply`` | 404 (no such place of that agent) | 401.
+Bodies and answers are :mod:`podgrid.protocol`'s: ``POST /v1/attach`` takes an
+``AttachRequest`` (the slot and a CSR for a key the agent made) → 200 ``AttachGrant`` (a
+certificate for the CSR's key saying ``worker:<reserved name>``, valid for the cluster's life;
+no key) | 409 (error body with ``reason`` ``full``, ``closed`` or ``requirements``, and
+``unmet`` for the last) | 401 | 400 (field errors; an unacceptable CSR is ``bad_csr`` on
+``csr``, checked before a place is taken) | 503 (token not checkable now). The check and the
+grant happen with no ``await`` in between (see :mod:`podgrid.broker.places`).
+``POST /v1/detach`` takes a ``DetachRequest`` → 200 ``DetachReply`` | 404 (no such place of
+that agent) | 401.
+
+``POST /v1/sign`` is the master queue's, for the owner: ``Authorization: Bearer <sign
+secret>`` (the per-request secret the launcher gave this broker, compared in constant time)
+and a ``SignRequest`` → 200 ``SignReply`` (a client-only certificate saying ``owner:<user>``)
+| 401 | 400 | 404 when this broker was started without a sign secret.
 """
 
 from __future__ import annotations
 
+import hmac
 import math
 import time
-from typing import Any, TypeVar
+from typing import TypeVar
 
+import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from podgrid.broker import keys
 from podgrid.broker.cluster import Broker
 from podgrid.broker.places import NoPlace, Place
-from podgrid.errors import Conflict, NotFound, ServiceUnavailable, Unauthorized
-from podgrid.protocol import AttachGrant, DetachReply, DetachRequest, SlotDescription, unmet
+from podgrid.broker.tls import BadCSR, load_csr, worker_cn
+from podgrid.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, Unauthorized
+from podgrid.protocol import (
+    AttachGrant,
+    AttachRequest,
+    DetachReply,
+    DetachRequest,
+    SignReply,
+    SignRequest,
+    SlotDescription,
+    unmet,
+)
 from podgrid.web import validation_error
 
 MAX_TOKEN_CHARS = 512
 M = TypeVar("M", bound=BaseModel)
+log = structlog.get_logger("podgrid.broker")
 _BEARER = "bearer "
 
 
@@ -61,26 +82,26 @@ def _lifetime_s(broker: Broker, slot: SlotDescription) -> int:
     return max(1, math.floor(min(slot.ttl_s - margin, cluster_left)))
 
 
-def _grant(broker: Broker, place: Place, slot: SlotDescription) -> dict[str, Any]:
-    if place.grant:
-        return place.grant
-    creds = broker.tls.worker(place.name)
+def _bad_csr(e: BadCSR) -> BadRequest:
+    return BadRequest(
+        f"csr: {e}", code="bad_csr", fields=[{"loc": ["csr"], "msg": str(e), "type": "bad_csr"}]
+    )
+
+
+def _grant(broker: Broker, place: Place, slot: SlotDescription, cert_pem: str) -> AttachGrant:
     worker = broker.request.worker
-    grant = AttachGrant(
+    return AttachGrant(
         name=place.name,
         request_id=broker.record.id,
         scheduler_address=broker.scheduler.address,
         tls_ca=broker.tls.ca.cert_pem,
-        tls_cert=creds.cert_pem,
-        tls_key=creds.key_pem,
+        tls_cert=cert_pem,
         nthreads=worker.cores,
         memory_limit=f"{worker.memory_mb}MiB",
         memory_limit_mb=worker.memory_mb,
         lifetime_s=_lifetime_s(broker, slot),
         attach_timeout_s=broker.places.attach_timeout_s,
     )
-    place.grant = grant.model_dump()
-    return place.grant
 
 
 async def attach(request: web.Request) -> web.Response:
@@ -92,7 +113,13 @@ async def attach(request: web.Request) -> web.Response:
     except Unauthorized:
         metrics.attaches.labels(outcome="unauthorized").inc()
         raise
-    slot = await _body(request, SlotDescription)
+    body = await _body(request, AttachRequest)
+    slot: SlotDescription = body  # an AttachRequest is the slot plus its CSR
+    try:
+        csr = load_csr(body.csr)
+    except BadCSR as e:
+        metrics.attaches.labels(outcome="bad_csr").inc()
+        raise _bad_csr(e) from e
     broker = request.app[keys.BROKER]
     problems = unmet(
         broker.requirements,
@@ -112,11 +139,13 @@ async def attach(request: web.Request) -> web.Response:
     except NoPlace as e:
         metrics.attaches.labels(outcome=e.reason).inc()
         raise Conflict(f"the cluster is {e.reason}", extra={"reason": e.reason}) from e
-    body = _grant(broker, place, slot)
+    # A retried attach of the same agent gets its pending place again, signed for its new CSR.
+    cert = broker.tls.ca.sign(csr, worker_cn(place.name), "worker", broker.tls.not_after)
+    grant = _grant(broker, place, slot, cert)
     broker.changed()
     metrics.attaches.labels(outcome="granted").inc()
     metrics.attach_seconds.observe(time.perf_counter() - started)
-    return web.json_response(body)
+    return web.json_response(grant.model_dump())
 
 
 async def detach(request: web.Request) -> web.Response:
@@ -135,3 +164,24 @@ async def detach(request: web.Request) -> web.Response:
         "broker-detach",
     )
     return web.json_response(DetachReply(name=body.name, released="worker").model_dump())
+
+
+async def sign(request: web.Request) -> web.Response:
+    """``POST /v1/sign``: the owner's client certificate, for the master queue (sign secret)."""
+    secret = request.app[keys.SETTINGS].sign_secret
+    if secret is None:
+        raise NotFound("this broker signs no owner certificates (started without a sign secret)")
+    header = request.headers.get("Authorization", "")
+    offered = header[len("Bearer ") :].strip() if header.lower().startswith("bearer ") else ""
+    if not hmac.compare_digest(offered.encode("utf-8", "replace"), secret.encode()):
+        raise _unauthorized("the request's sign secret is needed: Authorization: Bearer …")
+    body = await _body(request, SignRequest)
+    broker = request.app[keys.BROKER]
+    try:
+        cert = broker.tls.sign_owner(body.csr)
+    except BadCSR as e:
+        raise _bad_csr(e) from e
+    log.info("broker.owner_signed", request_id=broker.record.id, owner=broker.record.owner)
+    return web.json_response(
+        SignReply(tls_client_cert=cert, tls_ca=broker.tls.ca.cert_pem).model_dump()
+    )

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 import structlog
 
+from podgrid.broker.guard import PeerGuard
 from podgrid.broker.metrics import BrokerMetrics
 from podgrid.broker.places import Places
 from podgrid.broker.plugin import PlacesPlugin
@@ -72,10 +73,14 @@ class Broker:
         self.metrics = metrics or BrokerMetrics()
         self.places = Places(record.id, self.request.max_workers, attach_timeout_s)
         self.requirements = Requirements.of(self.request, settings.min_slot_ttl_s)
-        self.tls = ClusterTLS(f"pod{record.id}", float(self.request.ttl_s))
         created_s = record.created_at.timestamp()
         self.wait_deadline_s = created_s + self.request.max_wait_s  # epoch seconds
         self.expires_s = created_s + self.request.ttl_s  # epoch seconds
+        # Certificates it signs end with the cluster; only the owner is admitted as a client.
+        self.tls = ClusterTLS(
+            f"pod{record.id}", float(self.request.ttl_s), owner=record.owner, expires=self.expires_s
+        )
+        self.guard = PeerGuard(self.tls.owner_cn, self.tls.scheduler_cn)
         self.state = R.STARTING
         self.reached_ready = False
         self.publishing = False
@@ -99,11 +104,15 @@ class Broker:
     # -- start ----------------------------------------------------------------------------
 
     async def start_scheduler(self) -> None:
-        """Write the TLS files and start the Dask scheduler (TLS required) on a free port."""
+        """Write the TLS files and start the Dask scheduler (TLS required) on a free port.
+
+        The peer guard goes in before the scheduler listens: from its first connection on,
+        only the owner's certificate acts as a client and a worker's only as that worker.
+        """
         from distributed import Scheduler
 
         self.tls.write(self.settings.tls_dir)
-        self.scheduler = await Scheduler(
+        scheduler = Scheduler(
             host=self.settings.http_host,
             port=0,
             protocol="tls",
@@ -114,6 +123,8 @@ class Broker:
             dashboard_address=f"{self.settings.http_host}:0",
             plugins=[PlacesPlugin(self.places, self.changed, self.spawn)],
         )
+        self.guard.install(scheduler)
+        self.scheduler = await scheduler
         log.info("broker.scheduler_started", address=self.scheduler.address)
 
     def begin(self, attach_url: str) -> None:
@@ -248,12 +259,14 @@ class Broker:
             self._report_wake.clear()
 
     def connection(self) -> ConnectionInfo:
-        """What the owner needs to connect (``podgrid info -c`` turns it into Python)."""
+        """What the master queue tells the owner: address, CA, attach URL (no certificate, no key).
+
+        The owner's certificate is signed on demand for the owner's own CSR (``POST /v1/sign``,
+        which the master queue calls from the attach URL given here).
+        """
         return ConnectionInfo(
             address=self.scheduler.address,
             tls_ca=self.tls.ca.cert_pem,
-            tls_client_cert=self.tls.client.cert_pem,
-            tls_client_key=self.tls.client.key_pem,
             dashboard_link=None,  # bokeh is not installed: no dashboard
             attach_url=self.attach_url,
             expires=int(self.expires_s),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -35,6 +36,7 @@ from podgrid.config import Change, ConfigRefresher, ResolvedConfig, default_ldif
 from podgrid.config.runtime import capture_signals
 from podgrid.errors import PodGridError
 from podgrid.masterqueue.client import MasterQueueClient
+from podgrid.masterqueue.signing import SIGN_SECRET_ENV
 from podgrid.monitoring.publish_target import open_publisher
 from podgrid.protocol import REQUEST_FINAL, RequestState
 from podgrid.web import error_middleware
@@ -137,6 +139,7 @@ def create_app(settings: BrokerSettings) -> web.Application:
     app.cleanup_ctx.append(_runtime)
     app.router.add_post("/v1/attach", attach.attach)
     app.router.add_post("/v1/detach", attach.detach)
+    app.router.add_post("/v1/sign", attach.sign)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app
@@ -185,6 +188,9 @@ async def run_broker(settings: BrokerSettings) -> AsyncIterator[RunningBroker]:
 async def serve(settings: BrokerSettings) -> RequestState:
     """Run until a stop condition or SIGTERM/SIGINT; the request's final state."""
     signalled = asyncio.Event()
+    if settings.sign_secret is None and (secret := os.environ.get(SIGN_SECRET_ENV)):
+        # From the launcher, like the token; validated like every other setting.
+        settings = BrokerSettings.model_validate({**settings.model_dump(), "sign_secret": secret})
     with capture_signals(lambda sig: signalled.set()):
         async with run_broker(settings) as running:
             broker = running.broker

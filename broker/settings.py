@@ -42,6 +42,12 @@ class BrokerSettings(BaseModel):
     http_port: int = Field(default=0, ge=0, le=65535)
     state_dir: Path
     public_url: str | None = Field(default=None, description="the attach URL agents use")
+    sign_secret: str | None = Field(
+        default=None,
+        min_length=32,
+        repr=False,
+        description="the per-request secret the master queue signs owner CSRs with (/v1/sign)",
+    )
     publish_interval_s: float | None = Field(
         default=None, gt=0, description="overrides the hierarchy"
     )

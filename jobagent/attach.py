@@ -1,9 +1,10 @@
 """Talking to a broker's attach API (HTTP; the messages are :mod:`podgrid.protocol`'s).
 
-``POST {Address}/v1/attach`` with the slot → an :class:`AttachGrant` (worker name, scheduler
-address, TLS material, nthreads, memory limit, lifetime) or :class:`AttachRefused` (409
-``full`` / ``closed`` / ``requirements``, 401, or a broker that cannot be reached).
-``POST {Address}/v1/detach`` gives the place back.
+``POST {Address}/v1/attach`` with the slot and a CSR → a :class:`WorkerGrant` (worker name,
+scheduler address, the worker certificate and cluster CA, nthreads, memory limit, lifetime,
+and the private key this agent made for the CSR, which never left this process) or
+:class:`AttachRefused` (409 ``full`` / ``closed`` / ``requirements``, 401, or a broker that
+cannot be reached). ``POST {Address}/v1/detach`` gives the place back.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 from typing import Final
 
 import aiohttp
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from podgrid.errors import PodGridError
-from podgrid.protocol import AttachGrant, DetachRequest, SlotDescription
+from podgrid.protocol import AttachGrant, AttachRequest, DetachRequest, SlotDescription
+from podgrid.protocol.csr import csr_for, new_private_key
 from podgrid.web import decode_error
 
 ATTACH_TIMEOUT_S: Final = 10.0  # seconds for one attach or detach exchange
@@ -31,6 +33,16 @@ class AttachRefused(PodGridError):
         self.status = status
 
 
+class WorkerGrant(AttachGrant):
+    """A broker's grant together with the worker's private key, made here for the CSR.
+
+    ``tls_key`` is excluded from every dump: it is written only to the worker's 0600 key
+    file (:func:`podgrid.jobagent.worker.write_tls`), never sent, never logged.
+    """
+
+    tls_key: str = Field(exclude=True, repr=False)
+
+
 def base_url(address: str) -> str:
     """The broker's base URL from its published ``Address``."""
     address = address.rstrip("/")
@@ -44,13 +56,19 @@ def _headers(token: str) -> dict[str, str]:
 
 async def attach(
     session: aiohttp.ClientSession, address: str, token: str, slot: SlotDescription
-) -> AttachGrant:
-    """Ask for a place in the broker's cluster; :class:`AttachRefused` when there is none."""
+) -> WorkerGrant:
+    """Ask for a place in the broker's cluster; :class:`AttachRefused` when there is none.
+
+    A fresh EC P-256 key is made for every attach (a fraction of a millisecond); only its CSR
+    is sent.
+    """
     url = base_url(address) + "/v1/attach"
     timeout = aiohttp.ClientTimeout(total=ATTACH_TIMEOUT_S)
+    key_pem = new_private_key()
+    body = AttachRequest(**slot.model_dump(), csr=csr_for(key_pem))
     try:
         async with session.post(
-            url, json=slot.model_dump(mode="json"), headers=_headers(token), timeout=timeout
+            url, json=body.model_dump(mode="json"), headers=_headers(token), timeout=timeout
         ) as resp:
             text = await resp.text()
             status = resp.status
@@ -58,9 +76,10 @@ async def attach(
         raise AttachRefused("unreachable", str(e) or type(e).__name__) from e
     if status == 200:
         try:
-            return AttachGrant.model_validate_json(text)
+            grant = AttachGrant.model_validate_json(text)
         except ValidationError as e:
             raise AttachRefused("bad_answer", str(e), status) from e
+        return WorkerGrant(**grant.model_dump(), tls_key=key_pem)
     error = decode_error(status, "", text, "broker")
     reason = str(error.extra.get("reason") or _REASONS.get(status, f"http_{status}"))
     raise AttachRefused(reason, error.message, status)

@@ -24,7 +24,9 @@ from typing import Final, Literal
 
 import structlog
 
+from podgrid.config.runtime import write_private_file
 from podgrid.jobagent import idle as idle_preload
+from podgrid.jobagent.attach import WorkerGrant
 from podgrid.jobagent.payload import Payload, base_environment
 from podgrid.jobagent.processes import exit_status, stop_group
 from podgrid.protocol import AttachGrant
@@ -106,7 +108,13 @@ def worker_environment(run_dir: Path, source: dict[str, str] | None = None) -> d
 
 
 def write_tls(grant: AttachGrant, tls_dir: Path) -> None:
-    """The grant's PEM files, private to this user."""
+    """The worker's CA, certificate and private key files, private to this user (0700/0600).
+
+    The key is the one this agent made for the attach CSR (a :class:`WorkerGrant`); a grant
+    without one cannot run a worker (brokers never send keys).
+    """
+    if not isinstance(grant, WorkerGrant):
+        raise TypeError(f"grant {grant.name!r} carries no private key made by this agent")
     tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(tls_dir, 0o700)
     for name, text in (
@@ -114,9 +122,7 @@ def write_tls(grant: AttachGrant, tls_dir: Path) -> None:
         ("worker.pem", grant.tls_cert),
         ("worker.key", grant.tls_key),
     ):
-        fd = os.open(tls_dir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        write_private_file(tls_dir / name, text)
 
 
 async def _follow(

@@ -35,6 +35,7 @@ from podgrid.protocol import (
     Claim,
     ConnectionInfo,
     ConnectionReply,
+    ConnectionRequest,
     JobDetail,
     JobPage,
     JobRecord,
@@ -164,9 +165,19 @@ class MasterQueueClient:
             for record in page.requests:
                 yield record
 
-    async def connection(self, request_id: int) -> ConnectionReply:
-        """The cluster's connection info (scheduler address, TLS material); owner only."""
-        data = await self._call("GET", f"/v1/requests/{request_id}/connection", idempotent=True)
+    async def connection(self, request_id: int, csr: str | None = None) -> ConnectionReply:
+        """The cluster's connection info; owner only. No private key ever comes back.
+
+        Without ``csr``: the scheduler address and the cluster CA (``GET``). With the owner's
+        PEM ``csr``: also a client certificate for that CSR's key, signed by the cluster's
+        broker (``POST``; signing again is harmless, so it is retried like a read).
+        """
+        path = f"/v1/requests/{request_id}/connection"
+        if csr is None:
+            data = await self._call("GET", path, idempotent=True)
+        else:
+            body = ConnectionRequest(csr=csr).model_dump()
+            data = await self._call("POST", path, json=body, idempotent=True)
         return _model(ConnectionReply, data)
 
     async def cancel_request(self, request_id: int) -> RequestRecord:

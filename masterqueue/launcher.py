@@ -5,7 +5,9 @@ per-request token, ask for its ``exit_code`` (None while it runs), ``terminate``
 process group, and ``describe_exit`` for the FAILED reason. :class:`LocalLauncher` (the
 embedded default) runs ``<broker command> --request-id ID --masterqueue URL`` as a subprocess
 in its own session (so its process group holds the broker and everything it starts), with
-stdout/stderr in ``<state dir>/brokers/<id>.log`` and the token in ``PODGRID_TOKEN``.
+stdout/stderr in ``<state dir>/brokers/<id>.log``, the token in ``PODGRID_TOKEN`` and, given the
+master queue's sign key, the request's sign secret in ``PODGRID_SIGN_SECRET`` (environment
+only, never argv; see :mod:`podgrid.masterqueue.signing`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Protocol
 
 from podgrid.config import environment
 from podgrid.config.processes import group_alive, signal_group
+from podgrid.masterqueue.signing import SIGN_SECRET_ENV, sign_secret
 from podgrid.protocol import RequestRecord
 
 TOKEN_ENV = environment.TOKEN
@@ -115,10 +118,13 @@ def describe_code(code: int) -> str:
 class LocalLauncher:
     """Brokers as local subprocesses, each in its own session and process group."""
 
-    def __init__(self, command: Sequence[str], log_dir: Path, host: str) -> None:
+    def __init__(
+        self, command: Sequence[str], log_dir: Path, host: str, *, sign_key: bytes | None = None
+    ) -> None:
         self.command = list(command)
         self.log_dir = log_dir
         self.host = host
+        self.sign_key = sign_key  # None: brokers cannot sign owner certificates
 
     def pick_host(self) -> str:
         """This host."""
@@ -133,6 +139,9 @@ class LocalLauncher:
         argv = [*self.command, "--request-id", str(request.id)]
         argv += ["--masterqueue", env[URL_ENV]]
         child_env = {**os.environ, **env, TOKEN_ENV: broker_token}
+        child_env.pop(SIGN_SECRET_ENV, None)  # never a secret of our own environment
+        if self.sign_key is not None:
+            child_env[SIGN_SECRET_ENV] = sign_secret(self.sign_key, request.id)
         with log_path.open("ab") as log_file:
             proc = await asyncio.to_thread(
                 subprocess.Popen,

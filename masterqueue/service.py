@@ -32,6 +32,7 @@ from podgrid.masterqueue.launcher_ssh import SshLauncher
 from podgrid.masterqueue.loops import LaunchLoop, QueueDepthPublisher, SweepLoop, run_every
 from podgrid.masterqueue.metrics import MasterQueueMetrics
 from podgrid.masterqueue.settings import MasterQueueSettings
+from podgrid.masterqueue.signing import load_sign_key
 from podgrid.masterqueue.store import Store
 from podgrid.masterqueue.token_cache import TokenCache
 from podgrid.monitoring.publish_target import open_publisher
@@ -101,7 +102,10 @@ def make_launcher(settings: MasterQueueSettings, master_hosts: list[str]) -> Lau
     """The launcher the settings ask for (None for ``none``)."""
     if settings.launcher == "local":
         host = settings.master_host or socket.gethostname()
-        return LocalLauncher(settings.broker_command, settings.broker_log_dir, host)
+        sign_key = load_sign_key(settings.sign_key_path)
+        return LocalLauncher(
+            settings.broker_command, settings.broker_log_dir, host, sign_key=sign_key
+        )
     if settings.launcher == "ssh":
         if not master_hosts:
             raise LauncherUnavailable("the ssh launcher needs master hosts (podMasterHosts)")
@@ -190,6 +194,7 @@ def create_app(settings: MasterQueueSettings, store: Store | None = None) -> web
     r.add_get("/v1/requests", views.list_requests)
     r.add_get("/v1/requests/{id}", views.get_request)
     r.add_get("/v1/requests/{id}/connection", views.get_connection)
+    r.add_post("/v1/requests/{id}/connection", views.post_connection)
     r.add_delete("/v1/requests/{id}", views.cancel_request)
     r.add_post("/v1/requests/{id}/state", views.broker_state)
     r.add_post("/v1/jobs", views_jobs.submit_job)

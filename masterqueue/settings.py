@@ -27,6 +27,7 @@ DEFAULT_BROKER_STOP_GRACE_S = 10.0  # a cancelled broker gets this long to stop 
 DEFAULT_TOKEN_CACHE_TTL_S = 10.0
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DB_FILE_NAME = "masterqueue.db"
+SIGN_KEY_FILE_NAME = "sign.key"
 DEFAULT_DB_POOL_SIZE = 10  # connections per process (MariaDB may overflow to twice this)
 
 LauncherKind = Literal["local", "ssh", "none"]
@@ -82,6 +83,11 @@ class MasterQueueSettings(BaseModel):
         False, description="brokers are separate processes and normally outlive a restart"
     )
     token_cache_ttl_s: float = Field(DEFAULT_TOKEN_CACHE_TTL_S, ge=0)
+    sign_key_file: Path | None = Field(
+        None,
+        description="the key brokers' sign secrets derive from (default <state_dir>/sign.key; "
+        "master queues sharing a database must share it)",
+    )
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)
 
     @model_validator(mode="before")
@@ -96,6 +102,11 @@ class MasterQueueSettings(BaseModel):
     def admin_token_path(self) -> Path:
         """Where the first ``serve`` writes the admin token (mode 0600)."""
         return self.state_dir / "admin.token"
+
+    @property
+    def sign_key_path(self) -> Path:
+        """The sign key file (0600, made on first use); see :mod:`podgrid.masterqueue.signing`."""
+        return self.sign_key_file or self.state_dir / SIGN_KEY_FILE_NAME
 
     @property
     def broker_log_dir(self) -> Path:

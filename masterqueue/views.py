@@ -41,7 +41,12 @@ Endpoints (role; admin may do everything):
 - ``GET /v1/requests/{id}`` (owner, admin, or the request's broker) →
   200 Request + ``"timeline": [{"state", "reason", "at"}]`` (oldest first).
 - ``GET /v1/requests/{id}/connection`` (owner only; an admin gets 403) →
-  200 ``{"id", "state", "address", "connection": {…} | null}`` (null until the broker sent it).
+  200 ``{"id", "state", "address", "connection": {"address", "tls_ca", "attach_url",
+  "expires", …} | null}`` (null until the broker sent it). Never a private key.
+- ``POST /v1/requests/{id}/connection`` (owner only). Body ``{"csr": PEM}`` (a CSR for a key
+  the owner made, EC or RSA) → 200 the same, with ``connection.tls_client_cert`` signed by
+  the cluster's broker for that key (``owner:<user>``, client use only; nothing is stored);
+  400 ``bad_csr``; 409 ``request_final``; 502/503 when the broker cannot sign.
 - ``DELETE /v1/requests/{id}`` (owner) → 200 Request (CANCELLED); 409 when already final.
 - ``POST /v1/requests/{id}/state`` (the broker token made for this request). Body:
   ``{"state": "PUBLISHING"|"READY"|"FULL"|"DONE"|"FAILED"|…, "workers": [Worker],
@@ -90,9 +95,11 @@ from podgrid.masterqueue.edge import (
 from podgrid.masterqueue.errors import IllegalTransition
 from podgrid.masterqueue.http_errors import request_config_error
 from podgrid.masterqueue.models import Principal
+from podgrid.masterqueue.signing import load_sign_key, sign_owner_csr, sign_secret
 from podgrid.protocol import (
     REQUEST_FINAL,
     ConnectionReply,
+    ConnectionRequest,
     RequestRecord,
     RequestState,
     StateReply,
@@ -175,17 +182,51 @@ async def get_request(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
-async def get_connection(request: web.Request) -> web.Response:
-    """``GET /v1/requests/{id}/connection``: scheduler address and TLS material, owner only."""
-    who = await require(request, "user")
-    request_id = path_id(request)
+async def _owned_request(request: web.Request, who: Principal, request_id: int) -> RequestRecord:
     record = await request.app[keys.STORE].get_request(request_id)
     if record.owner != who.name:
         if who.role == "admin":
             raise http_error(403, "forbidden", "the connection is shown to the owner only")
         raise http_error(404, "not_found", f"request {request_id} not found")
+    return record
+
+
+async def get_connection(request: web.Request) -> web.Response:
+    """``GET /v1/requests/{id}/connection``: scheduler address and cluster CA, owner only."""
+    who = await require(request, "user")
+    record = await _owned_request(request, who, path_id(request))
+    info = record.connection
+    if info is not None:  # the owner's certificate comes only from POST, for its own key
+        info = info.model_copy(update={"tls_client_cert": None, "tls_client_key": None})
     reply = ConnectionReply(
-        id=record.id, state=record.state, address=record.address, connection=record.connection
+        id=record.id, state=record.state, address=record.address, connection=info
+    )
+    return _json(reply)
+
+
+async def post_connection(request: web.Request) -> web.Response:
+    """``POST /v1/requests/{id}/connection``: the owner's CSR signed by the cluster's broker.
+
+    The master queue holds no cluster key: it forwards the CSR to the broker's ``/v1/sign``
+    with the request's sign secret (re-derived, never stored) and returns the certificate
+    with the address and CA. Nothing of it is stored. ``connection`` is null (as for ``GET``)
+    until the broker reported; 409 once the request is final.
+    """
+    who = await require(request, "user")
+    record = await _owned_request(request, who, path_id(request))
+    body = await json_body(request, ConnectionRequest)
+    if record.state in REQUEST_FINAL:
+        raise http_error(409, "request_final", f"request {record.id} is {record.state.value}")
+    info = record.connection
+    if info is None or info.attach_url is None:
+        return _json(ConnectionReply(id=record.id, state=record.state, address=record.address))
+    key = load_sign_key(request.app[keys.SETTINGS].sign_key_path)
+    signed = await sign_owner_csr(info.attach_url, sign_secret(key, record.id), body.csr)
+    connection = info.model_copy(
+        update={"tls_client_cert": signed.tls_client_cert, "tls_client_key": None}
+    )
+    reply = ConnectionReply(
+        id=record.id, state=record.state, address=record.address, connection=connection
     )
     return _json(reply)
 

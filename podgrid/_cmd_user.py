@@ -4,18 +4,27 @@
 it, and with ``--wait`` shows a progress bar of attached workers until READY/FULL, then prints
 the connection snippet (a final state or the timeout: the reason, exit 1). ``info`` follows
 pod-info's flags: ``-c`` connection snippet, ``-n`` worker count, ``-l`` workers, ``-s`` status.
+
+The connection snippet's private key: ``info -c`` and ``submit --wait`` make the owner's key
+here (EC P-256), keep it in ``<state dir>/keys/request-<id>.key`` (mode 0600; reused, so every
+snippet printed for the request stays valid) and send only a CSR. The snippet embeds the
+public CA and certificate and names the key *file*: printed, pasted or logged code never
+carries a private key.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from podgrid import _cmd_render as render
 from podgrid._cmd_args import positive_seconds
 from podgrid._cmd_common import CommandFailed, endpoint_flags, json_flag, print_json, run
 from podgrid.client import ConnectionInfo, PodGrid, RequestFailed, WaitTimeout
+from podgrid.config.runtime import default_state_dir, write_private_file
 from podgrid.protocol import RequestDetail, RequestRecord
+from podgrid.protocol.csr import new_private_key
 
 DEFAULT_WAIT_POLL_S = 1.0  # s between two polls while waiting
 
@@ -92,16 +101,42 @@ async def submit_command(args: argparse.Namespace, grid: PodGrid) -> int:
     if not args.json:
         render.console(stderr=True).print(f"request {record.id} submitted, waiting for workers")
     ready = await _wait(args, grid, record)
-    info = await grid.connection(ready.id)
+    key_file, info = await _connection(args, grid, ready.id)
     if args.json:
         print_json(
-            {"request": ready.model_dump(mode="json"), "connection": info.model_dump(mode="json")}
+            {"request": ready.model_dump(mode="json"), "connection": _conn_json(info, key_file)}
         )
         return 0
     out = render.console()
     out.print(f"request {ready.id} is {ready.state}: {render.workers_text(ready)}")
-    out.print(info.snippet(), markup=False, highlight=False)
+    out.print(info.snippet(str(key_file)), markup=False, highlight=False)
     return 0
+
+
+def key_path(state_dir: Path | None, request_id: int) -> Path:
+    """Where the owner's private key for ``request_id`` lives (mode 0600)."""
+    return (state_dir or default_state_dir()) / "keys" / f"request-{request_id}.key"
+
+
+async def _connection(
+    args: argparse.Namespace, grid: PodGrid, request_id: int
+) -> tuple[Path, ConnectionInfo]:
+    """The connection with a certificate for the owner's key file (made 0600 when missing)."""
+    path = key_path(args.state_dir, request_id)
+    try:
+        key_pem = path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        key_pem = new_private_key()
+        write_private_file(path, key_pem)
+    return path, await grid.connection(request_id, key_pem=key_pem)
+
+
+def _conn_json(info: ConnectionInfo, key_file: Path) -> dict[str, Any]:
+    return {
+        **info.model_dump(mode="json"),
+        "tls_client_key_file": str(key_file),
+        "snippet": info.snippet(str(key_file)),
+    }
 
 
 async def _wait(args: argparse.Namespace, grid: PodGrid, record: RequestRecord) -> RequestDetail:
@@ -141,9 +176,9 @@ async def info_command(args: argparse.Namespace, grid: PodGrid) -> int:
         else:
             render.console().print(render.request_table(detail))
         return 0
-    info = await grid.connection(detail.id) if args.connection else None
+    key_file, info = await _connection(args, grid, detail.id) if args.connection else (None, None)
     if args.json:
-        print_json(_info_json(args, detail, info))
+        print_json(_info_json(args, detail, info, key_file))
         return 0
     out = render.console()
     if args.status:
@@ -153,12 +188,15 @@ async def info_command(args: argparse.Namespace, grid: PodGrid) -> int:
     if args.workers:
         out.print(render.workers_table(detail.workers))
     if info is not None:
-        out.print(info.snippet(), markup=False, highlight=False)
+        out.print(info.snippet(str(key_file)), markup=False, highlight=False)
     return 0
 
 
 def _info_json(
-    args: argparse.Namespace, detail: RequestDetail, info: ConnectionInfo | None
+    args: argparse.Namespace,
+    detail: RequestDetail,
+    info: ConnectionInfo | None,
+    key_file: Path | None,
 ) -> dict[str, Any]:
     data: dict[str, Any] = {"id": detail.id}
     if args.status:
@@ -167,8 +205,8 @@ def _info_json(
         data["worker_count"] = detail.worker_count
     if args.workers:
         data["workers"] = [w.model_dump(mode="json") for w in detail.workers]
-    if info is not None:
-        data["connection"] = {**info.model_dump(mode="json"), "snippet": info.snippet()}
+    if info is not None and key_file is not None:
+        data["connection"] = _conn_json(info, key_file)
     return data
 
 

@@ -38,6 +38,7 @@ from podgrid.protocol import (
     RequestRecord,
     RequestState,
 )
+from podgrid.protocol.csr import csr_for, new_private_key
 
 __all__ = [
     "ACTIVE_STATES",
@@ -193,12 +194,19 @@ class PodGrid:
         """Cancel one of the user's requests."""
         return await self.client.cancel_request(request_id)
 
-    async def connection(self, request_id: int) -> ConnectionInfo:
-        """How to connect to the request's cluster; :class:`NoConnectionYet` before it has one."""
-        reply = await self.client.connection(request_id)
-        if reply.connection is None:
+    async def connection(self, request_id: int, *, key_pem: str | None = None) -> ConnectionInfo:
+        """How to connect to the request's cluster; :class:`NoConnectionYet` before it has one.
+
+        The owner's private key is made here (or is ``key_pem``, a PEM EC/RSA key of yours),
+        and only a CSR for it is sent; the cluster's broker signs it. The answer carries the
+        key in ``tls_client_key`` for :meth:`ConnectionInfo.security`: it never crossed the
+        network and is never serialized.
+        """
+        key = key_pem if key_pem is not None else new_private_key()
+        reply = await self.client.connection(request_id, csr=csr_for(key))
+        if reply.connection is None or reply.connection.tls_client_cert is None:
             raise NoConnectionYet(reply.id, reply.state)
-        return reply.connection
+        return reply.connection.model_copy(update={"tls_client_key": key})
 
     async def wait_ready(
         self,

@@ -21,8 +21,18 @@ from podgrid.protocol.api import (
     TokenCreated,
     WhoAmI,
 )
-from podgrid.protocol.attach import REFUSALS, AttachGrant, DetachReply, DetachRequest, Refusal
-from podgrid.protocol.connection import ConnectionInfo
+from podgrid.protocol.attach import (
+    REFUSALS,
+    AttachGrant,
+    AttachRequest,
+    DetachReply,
+    DetachRequest,
+    Refusal,
+    SignReply,
+    SignRequest,
+)
+from podgrid.protocol.connection import ConnectionInfo, ConnectionRequest
+from podgrid.protocol.csr import MAX_CSR_CHARS
 from podgrid.protocol.errors import ErrorBody, FieldIssue
 from podgrid.protocol.records import (
     DEFAULT_JOB_TTL_S,
@@ -67,6 +77,7 @@ __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "JOB_FINAL",
     "MASTERS_CLUSTER",
+    "MAX_CSR_CHARS",
     "MAX_JOB_TTL_S",
     "QUEUE_CLUSTER",
     "QUEUE_NODE",
@@ -76,9 +87,11 @@ __all__ = [
     "ROLES",
     "AgentParam",
     "AttachGrant",
+    "AttachRequest",
     "Claim",
     "ConnectionInfo",
     "ConnectionReply",
+    "ConnectionRequest",
     "DetachReply",
     "DetachRequest",
     "ErrorBody",
@@ -105,6 +118,8 @@ __all__ = [
     "Requirements",
     "Role",
     "ServerList",
+    "SignReply",
+    "SignRequest",
     "SlotDescription",
     "StateReply",
     "StateReport",

@@ -37,7 +37,10 @@ class StateReply(_Body):
 
 
 class ConnectionReply(_Body):
-    """``GET /v1/requests/{id}/connection`` (owner only); ``connection`` null until reported."""
+    """``GET``/``POST /v1/requests/{id}/connection`` (owner only); ``connection`` null until
+    the broker reported. ``GET``: address and CA; ``POST`` (the owner's CSR): plus the signed
+    client certificate. Never a private key.
+    """
 
     id: int
     state: RequestState

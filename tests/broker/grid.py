@@ -17,11 +17,15 @@ import aiohttp
 
 from podgrid.broker.service import RunningBroker, run_broker
 from podgrid.broker.settings import BrokerSettings
+from podgrid.client import NoConnectionYet, PodGrid
+from podgrid.masterqueue import keys as mq_keys
 from podgrid.masterqueue.client import MasterQueueClient
 from podgrid.masterqueue.service import RunningMasterQueue
+from podgrid.masterqueue.signing import load_sign_key, sign_secret
 from podgrid.monitoring.client import RegistryClient
 from podgrid.monitoring.service import RunningRegistry
-from podgrid.protocol import RequestDetail
+from podgrid.protocol import ConnectionInfo, RequestDetail
+from podgrid.protocol.csr import csr_for, new_private_key
 
 DEFAULT_REQUEST = """
 [server]
@@ -37,8 +41,12 @@ packages = ["ROOT::v6-32"]
 """
 
 
+_PLACEHOLDER_KEY = new_private_key()
+PLACEHOLDER_CSR = csr_for(_PLACEHOLDER_KEY)  # a valid CSR for bodies posted as they are
+
+
 def slot(agent_id: str, **overrides: Any) -> dict[str, Any]:
-    """A slot description that fits DEFAULT_REQUEST."""
+    """An attach body (slot plus a valid CSR) that fits DEFAULT_REQUEST."""
     doc: dict[str, Any] = {
         "agent_id": agent_id,
         "site": "Local",
@@ -48,6 +56,7 @@ def slot(agent_id: str, **overrides: Any) -> dict[str, Any]:
         "memory_mb": 1024,
         "ttl_s": 3600,
         "packages": ["ROOT::v6-32", "numpy"],
+        "csr": PLACEHOLDER_CSR,
     }
     doc.update(overrides)
     return doc
@@ -77,12 +86,18 @@ class Grid:
         token = await self.mq.store.create_token("broker", f"broker-{record.id}", record.id)
         return record.id, token
 
+    def sign_secret(self, request_id: int) -> str:
+        """The sign secret the master queue's launcher would give this request's broker."""
+        key = load_sign_key(self.mq.app[mq_keys.SETTINGS].sign_key_path)
+        return sign_secret(key, request_id)
+
     def settings(self, request_id: int, token: str, **overrides: Any) -> BrokerSettings:
         """Broker settings for this grid (fast publish interval, short timeouts)."""
         values: dict[str, Any] = {
             "request_id": request_id,
             "masterqueue_url": self.mq.url,
             "token": token,
+            "sign_secret": self.sign_secret(request_id),
             "registry": self.udp,
             "state_dir": self.tmp / "state",
             "publish_interval_s": 0.2,
@@ -102,6 +117,21 @@ class Grid:
         async with run_broker(self.settings(request_id, token, **overrides)) as running:
             yield running
 
+    async def owner_connection(self, request_id: int) -> ConnectionInfo:
+        """The owner's connection, as ``PodGrid.connection`` gets it (key made here, CSR sent).
+
+        Waits (up to 10 s) for the broker's first report, which brings the attach URL.
+        """
+        deadline = time.monotonic() + 10
+        async with PodGrid(MasterQueueClient(self.mq.url, self.user_token)) as pod:
+            while True:
+                try:
+                    return await pod.connection(request_id)
+                except NoConnectionYet:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.05)
+
     async def request(self, request_id: int) -> RequestDetail:
         """The request as its owner sees it."""
         async with MasterQueueClient(self.mq.url, self.user_token) as client:
@@ -110,10 +140,23 @@ class Grid:
     async def attach(
         self, url: str, body: dict[str, Any], token: str | None = None
     ) -> tuple[int, dict[str, Any]]:
-        """``POST /v1/attach``; status and JSON body."""
+        """``POST /v1/attach``; status and JSON body.
+
+        Like an agent, it makes a fresh key and sends a CSR for it unless ``body`` has a CSR
+        of its own (not :data:`PLACEHOLDER_CSR`); a 200 body then gets that key as ``tls_key``
+        (added here: the broker never sends one).
+        """
+        key = None
+        if body.get("csr", PLACEHOLDER_CSR) == PLACEHOLDER_CSR:
+            key = new_private_key()
+            body = {**body, "csr": csr_for(key)}
         headers = {"Authorization": f"Bearer {token or self.agent_token}"}
         async with self.session.post(f"{url}/v1/attach", json=body, headers=headers) as resp:
-            return resp.status, await resp.json(content_type=None)
+            status, answer = resp.status, await resp.json(content_type=None)
+        if status == 200 and key is not None:
+            assert "tls_key" not in answer, "a broker must never send a private key"
+            answer["tls_key"] = key
+        return status, answer
 
     async def registry_value(self, request_id: int, param: str) -> str | int | float | None:
         """The last value of ``PoD_Masters/<id>/<param>`` (None when absent)."""

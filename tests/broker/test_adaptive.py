@@ -34,7 +34,7 @@ async def test_needed_workers_follow_the_adaptive_target(grid: Grid, tmp_path: P
         status, body = await grid.attach(running.url, slot("a1"))
         assert (status, body["reason"]) == (409, "full")  # the target, not max, bounds it
 
-        info = broker.connection()
+        info = await grid.owner_connection(rid)
         client = await stack.enter_async_context(
             Client(info.address, security=info.security(), asynchronous=True)
         )

@@ -10,6 +10,7 @@ from distributed import Client
 from distributed.security import Security
 
 from podgrid.broker.tls import ClusterCA
+from podgrid.client import PodGrid
 from podgrid.masterqueue.client import MasterQueueClient
 from podgrid.protocol import RequestState
 from tests.broker.grid import Grid, slot, until
@@ -53,12 +54,10 @@ async def test_two_workers_attach_and_the_owner_computes(grid: Grid) -> None:
         workers = (await grid.request(rid)).workers
         assert all(w.startup_s is not None and w.startup_s > 0 for w in workers)
 
-        async with MasterQueueClient(grid.mq.url, grid.user_token) as mq:
-            reply = await mq.connection(rid)
-        assert reply.connection is not None
-        info = reply.connection
+        async with PodGrid(MasterQueueClient(grid.mq.url, grid.user_token)) as pod:
+            info = await pod.connection(rid)  # the key is made here; only a CSR is sent
         assert info.address == running.broker.scheduler.address
-        assert "security = Security(" in info.snippet()
+        assert "security = Security(" in info.snippet("/path/of/the.key")
         async with Client(info.address, security=info.security(), asynchronous=True) as client:
             # Builtins only: the workers cannot import this test module.
             futures = client.map(pow, range(20), [2] * 20)

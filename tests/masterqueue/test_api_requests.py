@@ -173,6 +173,7 @@ async def test_connection_is_owner_only(tmp_path: Path) -> None:
         owner = await alice.call("GET", f"/v1/requests/{rid}/connection")
         expected = ConnectionInfo.model_validate(conn).model_dump(mode="json")
         assert owner.body == {"id": rid, "state": "READY", "address": None, "connection": expected}
+        assert "SECRET" not in json.dumps(owner.body)  # a key a broker sends is never kept
         admin = await svc.admin.call("GET", f"/v1/requests/{rid}/connection")
         assert admin.status == 403
         for api in (alice, svc.admin, broker):

@@ -50,7 +50,9 @@ async def test_request_lifecycle_through_every_request_endpoint(grid: RunningGri
     assert timeline[-1] == RequestState.READY
 
     conn = await alice.connection(submitted.id)
-    assert conn.connection == CONNECTION
+    assert conn.connection == CONNECTION  # address and CA; no certificate, no key
+    assert conn.connection is not None
+    assert conn.connection.tls_client_cert is None
     assert conn.address == "tls://127.0.0.1:8786"
 
     cancelled = await alice.cancel_request(submitted.id)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import pytest
@@ -22,6 +22,9 @@ from podgrid.masterqueue.client import MasterQueueClient
 from podgrid.masterqueue.service import run_masterqueue
 from podgrid.masterqueue.settings import MasterQueueSettings
 from podgrid.protocol import ConnectionInfo, Role, WorkerInfo
+
+if TYPE_CHECKING:
+    from podgrid.broker.cluster import Broker
 
 
 @dataclass
@@ -70,12 +73,85 @@ def workers(n: int, site: str = "CERN") -> list[WorkerInfo]:
     ]
 
 
-CONNECTION = ConnectionInfo(
+CONNECTION = ConnectionInfo(  # what a broker reports: no client certificate, never a key
     address="tls://127.0.0.1:8786",
     tls_ca="-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n",
-    tls_client_cert="-----BEGIN CERTIFICATE-----\nCERT\n-----END CERTIFICATE-----\n",
-    tls_client_key="-----BEGIN PRIVATE KEY-----\nKEY\n-----END PRIVATE KEY-----\n",
 )
+
+
+@dataclass
+class SigningBroker:
+    """A real :class:`Broker` of one request serving the real ``POST /v1/sign`` (no loops).
+
+    What the owner-side tests need of a broker: the cluster's CA, its signing of the owner's
+    CSR (the master queue forwards it here with the request's sign secret) and, when asked,
+    its real TLS scheduler with the peer guard.
+    """
+
+    broker: Broker
+    url: str
+
+    def connection(self, address: str | None = None) -> ConnectionInfo:
+        """What this broker reports to the master queue (address, CA, attach URL)."""
+        scheduler = self.broker.scheduler
+        return ConnectionInfo(
+            address=address or (scheduler.address if scheduler else "tls://127.0.0.1:8786"),
+            tls_ca=self.broker.tls.ca.cert_pem,
+            attach_url=self.url,
+        )
+
+
+@contextlib.asynccontextmanager
+async def signing_broker(
+    grid: RunningGrid, request_id: int, *, scheduler: bool = False
+) -> AsyncIterator[SigningBroker]:
+    """A :class:`SigningBroker` for ``request_id`` (with its TLS scheduler if ``scheduler``)."""
+    from podgrid.broker import attach, keys
+    from podgrid.broker.cluster import Broker
+    from podgrid.broker.publisher import Publication
+    from podgrid.broker.reporter import Reporter
+    from podgrid.broker.settings import BrokerSettings
+    from podgrid.masterqueue.signing import load_sign_key, sign_secret
+    from podgrid.monitoring.publish_target import open_publisher
+    from podgrid.web import error_middleware
+
+    mq = await grid.broker(request_id)
+    record = await mq.get_request(request_id)
+    settings = BrokerSettings(
+        request_id=request_id,
+        masterqueue_url=grid.url,
+        token="unused-here",  # the broker's own calls are not made here
+        state_dir=grid.state_dir / "signing-broker",
+        sign_secret=sign_secret(load_sign_key(grid.state_dir / "sign.key"), request_id),
+    )
+    sink = open_publisher("udp://127.0.0.1:9", None)
+    broker = Broker(
+        settings,
+        record,
+        publication=Publication(sink, request_id, {}),
+        reporter=Reporter(mq, request_id),
+        attach_timeout_s=30,
+        publish_interval_s=1,
+        server_idle_timeout_s=0,
+    )
+    app = web.Application(middlewares=[error_middleware("broker")])
+    app[keys.SETTINGS] = settings
+    app[keys.BROKER] = broker
+    app.router.add_post("/v1/sign", attach.sign)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        if scheduler:
+            await broker.start_scheduler()
+        yield SigningBroker(broker, f"http://{host}:{port}")
+    finally:
+        if broker.scheduler is not None:
+            await broker.scheduler.close()
+        await runner.cleanup()
+        await sink.close()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from podgrid.cli import main
 from podgrid.endpoints import LocalGridEndpoints
 from podgrid.masterqueue.client import MasterQueueClient
 from tests.masterqueue.factories import request_text
-from tests.podgrid.mq_service import CONNECTION, RunningGrid, grid, running_grid, workers
+from tests.podgrid.mq_service import RunningGrid, grid, running_grid, signing_broker, workers
 
 __all__ = ["grid"]  # the fixture, imported so pytest finds it here
 
@@ -65,6 +66,13 @@ def request_file(tmp_path: Path) -> Path:
 async def test_submit_ls_info_cancel(
     grid: RunningGrid, alice: MasterQueueClient, cli: Cli, request_file: Path
 ) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        await _submit_ls_info_cancel(grid, cli, request_file, stack)
+
+
+async def _submit_ls_info_cancel(
+    grid: RunningGrid, cli: Cli, request_file: Path, stack: contextlib.AsyncExitStack
+) -> None:
     code, out, _ = await cli("submit", str(request_file))
     assert (code, out) == (0, "request 1 submitted (WAITING)\n")
 
@@ -79,8 +87,13 @@ async def test_submit_ls_info_cancel(
     assert err == "podgrid: error: request 1 has no connection info yet (state WAITING)\n"
 
     broker = await grid.broker(1)
+    signer = await stack.enter_async_context(signing_broker(grid, 1))
     await broker.report_state(
-        1, "READY", workers=workers(2), address="tls://127.0.0.1:8786", connection=CONNECTION
+        1,
+        "READY",
+        workers=workers(2),
+        address="tls://127.0.0.1:8786",
+        connection=signer.connection("tls://127.0.0.1:8786"),
     )
     code, out, _ = await cli("info", "1", "-s")
     assert (code, out) == (0, "READY\n")
@@ -94,7 +107,14 @@ async def test_submit_ls_info_cancel(
     code, out, _ = await cli("info", "1", "-c")
     assert code == 0
     assert 'client = Client("tls://127.0.0.1:8786", security=security)' in out
-    assert "-----BEGIN PRIVATE KEY-----" in out
+    assert "PRIVATE KEY" not in out  # the snippet names the owner's 0600 key file instead
+    assert "request-1.key" in out
+    code, out, _ = await cli("info", "1", "-c", "--json")
+    shown = json.loads(out)["connection"]
+    assert "tls_client_key" not in shown
+    assert "PRIVATE KEY" not in out
+    key_text = await asyncio.to_thread(Path(shown["tls_client_key_file"]).read_text)
+    assert key_text.startswith("-----BEGIN PRIVATE KEY")
     code, out, _ = await cli("info", "1", "-s", "-n", "--json")
     assert json.loads(out) == {
         "id": 1,
@@ -135,13 +155,19 @@ async def test_submit_wait_ends_with_the_connection_snippet(
         await asyncio.sleep(0.3)
         await broker.report_state(1, "PUBLISHING", workers=workers(1))
         await asyncio.sleep(0.3)
+        signer = await stack.enter_async_context(signing_broker(grid, 1))
         await broker.report_state(
-            1, "READY", workers=workers(2), address="tls://127.0.0.1:8786", connection=CONNECTION
+            1,
+            "READY",
+            workers=workers(2),
+            address="tls://127.0.0.1:8786",
+            connection=signer.connection("tls://127.0.0.1:8786"),
         )
 
-    broker_task = asyncio.create_task(broker_side())
-    code, out, err = await cli("submit", str(request_file), "--wait", "--poll", "0.1")
-    await broker_task
+    async with contextlib.AsyncExitStack() as stack:
+        broker_task = asyncio.create_task(broker_side())
+        code, out, err = await cli("submit", str(request_file), "--wait", "--poll", "0.1")
+        await broker_task
     assert code == 0, err
     assert out.startswith("request 1 is READY: 2 (min 2, max 3)\n")
     assert 'client = Client("tls://127.0.0.1:8786", security=security)' in out

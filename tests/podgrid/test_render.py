@@ -6,6 +6,7 @@ import ast
 import io
 import ssl
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -84,7 +85,7 @@ def test_request_table_shows_the_timeline() -> None:
     assert "ROOT::v6-32" in text
 
 
-def test_connection_snippet_is_python_that_builds_a_working_tls_context() -> None:
+def test_connection_snippet_is_python_that_builds_a_working_tls_context(tmp_path: Path) -> None:
     from distributed.security import Security
 
     tls = Security.temporary()  # a real CA, certificate and key, as a broker would make
@@ -94,7 +95,10 @@ def test_connection_snippet_is_python_that_builds_a_working_tls_context() -> Non
         tls_client_cert=tls.tls_client_cert,
         tls_client_key=tls.tls_client_key,
     )
-    snippet = info.snippet()
+    key_file = tmp_path / "owner.key"  # Security.temporary keeps PEM text: write it out
+    key_file.write_text(str(tls.tls_client_key))
+    snippet = info.snippet(str(key_file))
+    assert "PRIVATE KEY" not in snippet  # the key by its file name, never its text
     ast.parse(snippet)
     assert 'Client("tls://127.0.0.1:8786", security=security)' in snippet
     namespace: dict[str, object] = {}

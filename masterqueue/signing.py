@@ -1,0 +1,113 @@
+"""The per-request sign secret: how the master queue gets its owner's CSR signed by a broker.
+
+The master queue holds no cluster CA key (each broker made its own), yet the owner asks the
+master queue for a certificate (``POST /v1/requests/{id}/connection``). So the launcher gives
+every broker a secret of its request: ``HMAC-SHA256(key, "podgrid-sign:<request id>")`` under
+the master queue's sign key (32 random bytes, hex, in ``<state dir>/sign.key``, mode 0600,
+made on first use; several master queues on one database must share that file, see
+``MasterQueueSettings.sign_key_file``). The broker finds it in ``PODGRID_SIGN_SECRET`` and
+accepts ``POST /v1/sign`` only with it; the master queue re-derives it from the request id
+whenever it forwards an owner's CSR. Nothing of it is ever stored in the database: a stolen
+``masterqueue.db`` signs nothing. One request's secret opens only that request's broker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+from typing import Final
+
+import aiohttp
+from pydantic import ValidationError
+
+from podgrid.errors import BadRequest, PodGridError, ServerError, ServiceUnavailable
+from podgrid.protocol import SignReply, SignRequest
+from podgrid.web import decode_error
+
+SIGN_SECRET_ENV: Final = "PODGRID_SIGN_SECRET"  # noqa: S105 - the variable's name
+KEY_BYTES: Final = 32
+SIGN_TIMEOUT_S: Final = 10.0  # seconds for the broker to sign one CSR
+_LABEL: Final = "podgrid-sign:"
+
+
+class SignKeyError(PodGridError, OSError):
+    """The sign key file exists but is not a key (wrong length, not hex)."""
+
+
+def load_sign_key(path: Path) -> bytes:
+    """The master queue's sign key from ``path``, created (0600) when it does not exist yet.
+
+    Created by a hard link from a private temporary file, so when two processes start at once
+    the first key wins and both use it (a rename would let the second replace the first).
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as f:
+                f.write(secrets.token_hex(KEY_BYTES) + "\n")
+            with contextlib.suppress(FileExistsError):
+                os.link(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    text = path.read_text(encoding="ascii").strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError as e:
+        raise SignKeyError(f"{path}: not a hex sign key") from e
+    if len(key) != KEY_BYTES:
+        raise SignKeyError(f"{path}: a sign key has {KEY_BYTES} bytes, this one {len(key)}")
+    return key
+
+
+def sign_secret(key: bytes, request_id: int) -> str:
+    """The sign secret of request ``request_id`` (64 hex characters)."""
+    message = f"{_LABEL}{request_id}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def broker_base_url(attach_url: str) -> str:
+    """The broker's base URL from the attach URL it reported (http or https only)."""
+    url = attach_url.rstrip("/")
+    suffix = "/v1/attach"
+    url = url[: -len(suffix)] if url.endswith(suffix) else url
+    if not url.startswith(("http://", "https://")):
+        raise BadRequest(f"the broker reported an attach URL that is not http(s): {url!r}")
+    return url
+
+
+async def sign_owner_csr(attach_url: str, secret: str, csr: str) -> SignReply:
+    """Have the request's broker sign the owner's CSR (``POST /v1/sign`` with the secret).
+
+    The broker's refusal of the CSR comes back as its :class:`BadRequest` (the owner's
+    mistake); a broker that cannot be reached or answers otherwise is a 502 / 503 here.
+    """
+    url = broker_base_url(attach_url) + "/v1/sign"
+    body = SignRequest(csr=csr).model_dump()
+    headers = {"Authorization": f"Bearer {secret}"}
+    timeout = aiohttp.ClientTimeout(total=SIGN_TIMEOUT_S)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(url, json=body, headers=headers) as resp,
+        ):
+            status, text, reason = resp.status, await resp.text(), resp.reason or ""
+    except (aiohttp.ClientError, TimeoutError) as e:
+        raise ServiceUnavailable(
+            f"the cluster's broker cannot be reached to sign: {e or type(e).__name__}",
+            code="broker_unreachable",
+        ) from e
+    if status == 200:
+        try:
+            return SignReply.model_validate_json(text)
+        except ValidationError as e:
+            raise ServerError("the broker's signature answer is malformed", status=502) from e
+    error = decode_error(status, reason, text, "broker")
+    if isinstance(error, BadRequest):
+        raise BadRequest(error.message, code=error.code, fields=error.fields)
+    raise ServerError(f"the broker did not sign: {error.message}", code="sign_failed", status=502)
