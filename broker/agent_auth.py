@@ -67,7 +67,8 @@ class AgentTokens:
 
     async def check(self, token: str) -> Verdict:
         """``ok`` for an agent/admin token, ``refused`` otherwise, ``unavailable`` if unknown."""
-        digest = hashlib.sha256(token.encode()).hexdigest()
+        # surrogateescape: a token is never a reason to raise (callers pass ASCII anyway)
+        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
         hit = self._cache.get(digest)
         if hit is not None and hit[1] > self._clock():
             return "ok" if hit[0] else "refused"

@@ -42,12 +42,10 @@ from podgrid.protocol import (
     SlotDescription,
     unmet,
 )
-from podgrid.web import validation_error
+from podgrid.web import bearer_token, validation_error
 
-MAX_TOKEN_CHARS = 512
 M = TypeVar("M", bound=BaseModel)
 log = structlog.get_logger("podgrid.broker")
-_BEARER = "bearer "
 
 
 def _unauthorized(message: str) -> Unauthorized:
@@ -55,9 +53,8 @@ def _unauthorized(message: str) -> Unauthorized:
 
 
 async def _authorize(request: web.Request) -> None:
-    header = request.headers.get("Authorization", "")
-    token = header[len(_BEARER) :].strip() if header.lower().startswith(_BEARER) else ""
-    if not token or len(token) > MAX_TOKEN_CHARS:
+    token = bearer_token(request)  # None also for non-ASCII bytes: a 401, never a 500
+    if token is None:
         raise _unauthorized("an agent token is needed: Authorization: Bearer …")
     verdict = await request.app[keys.TOKENS].check(token)
     if verdict == "unavailable":

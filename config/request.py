@@ -20,6 +20,8 @@ Durations and memory follow :mod:`podgrid.config.units`.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -51,6 +53,7 @@ from podgrid.config.units import format_duration, parse_duration_s, parse_memory
 
 RequestFormat = Literal["toml", "jdl", "json"]
 
+MAX_REQUEST_FILE_BYTES = 1024 * 1024  # the master queue's default body limit
 DEFAULT_MAX_WORKERS_CAP = 1000  # workers per request, unless the operator passes another cap
 MAX_CORES = 1024  # cores per worker
 DEFAULT_MAX_WAIT_S = 600  # seconds
@@ -152,6 +155,40 @@ def parse_request(
     return validate_raw(raw, source=source, max_workers_cap=max_workers_cap)
 
 
+def read_request_text(path: Path) -> str:
+    """The text of the request file ``path``: a regular file of at most
+    :data:`MAX_REQUEST_FILE_BYTES`, UTF-8; a :class:`RequestError` naming the file otherwise.
+
+    ``podgrid submit /dev/urandom`` (or a FIFO, a directory, a 10 GB file) must not read
+    without end: the file is opened without blocking, checked to be a regular file on the
+    open descriptor (no race with a rename), and read no further than one byte past the cap.
+    The cap is the master queue's default request body limit.
+    """
+    where = str(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except FileNotFoundError as e:
+        raise RequestError.single(where, "no such file") from e
+    except OSError as e:
+        raise RequestError.single(where, f"cannot read file: {e.strerror or e}") from e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RequestError.single(where, "not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read(MAX_REQUEST_FILE_BYTES + 1)
+        except OSError as e:
+            raise RequestError.single(where, f"cannot read file: {e.strerror or e}") from e
+    if len(data) > MAX_REQUEST_FILE_BYTES:
+        raise RequestError.single(
+            where, f"file too large: a request file is at most {MAX_REQUEST_FILE_BYTES} bytes"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RequestError.single(where, f"cannot read file: not UTF-8 ({e.reason})") from e
+
+
 def load_request(
     path: str | Path,
     *,
@@ -160,12 +197,7 @@ def load_request(
 ) -> ServerRequest:
     """Read a request file; the format comes from the suffix (.toml, .jdl, .json) or content."""
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise RequestError.single(str(file), "no such file") from e
-    except (OSError, UnicodeDecodeError) as e:
-        raise RequestError.single(str(file), f"cannot read file: {e}") from e
+    text = read_request_text(file)
     chosen = fmt or _SUFFIXES.get(file.suffix.lower())
     return parse_request(text, fmt=chosen, source=str(file), max_workers_cap=max_workers_cap)
 

@@ -1,4 +1,12 @@
-"""What every PoD Grid process shares at run time: its state directory, private files, signals."""
+"""What every PoD Grid process shares at run time: its state directory, private files, signals.
+
+Everything a service keeps in its state directory may hold a secret (tokens, the database
+with its token digests and connection keys, TLS keys, broker logs), so it is private to the
+user whatever the umask: directories this module creates are 0700 (:func:`private_dir`),
+files 0600 (:func:`write_private_file`), and a serving process runs with umask 0o077
+(:func:`capture_signals`, which every ``serve``/``run`` command enters), so files made by
+code that does not ask (SQLite's journals, broker logs, dask's scratch) are private too.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+PRIVATE_UMASK = 0o077  # group and others get nothing
+PRIVATE_DIR_MODE = 0o700
 
 
 def default_state_dir() -> Path:
@@ -19,12 +29,29 @@ def default_state_dir() -> Path:
     return root / "podgrid"
 
 
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (and missing parents) with mode 0700 whatever the umask; ``path``.
+
+    A directory that already exists is left as it is: it may be the user's choice (or a
+    shared one like ``/tmp``) and is not ours to change.
+    """
+    missing: list[Path] = []
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    for created in missing:
+        os.chmod(created, PRIVATE_DIR_MODE)
+    return path
+
+
 def write_private_file(path: Path, text: str) -> None:
     """Replace ``path`` with ``text``, readable by the owner only (mode 0600 from the first byte).
 
     Written to a temporary file first and renamed, so a reader never sees half a token.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
@@ -39,8 +66,14 @@ def write_private_file(path: Path, text: str) -> None:
 
 @contextlib.contextmanager
 def capture_signals(on_signal: Callable[[signal.Signals], None]) -> Iterator[None]:
-    """Call ``on_signal`` (in the running event loop) on SIGTERM/SIGINT while the block runs."""
+    """Call ``on_signal`` (in the running event loop) on SIGTERM/SIGINT while the block runs.
+
+    This is the block every PoD Grid service serves in, so it also sets the process umask to
+    :data:`PRIVATE_UMASK` for its duration (restored after): whatever the user's umask, the
+    files the service and its children create are not readable by group or others.
+    """
     loop = asyncio.get_running_loop()
+    old_umask = os.umask(PRIVATE_UMASK)
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
@@ -48,6 +81,7 @@ def capture_signals(on_signal: Callable[[signal.Signals], None]) -> Iterator[Non
     finally:
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
+        os.umask(old_umask)
 
 
 async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:

@@ -14,9 +14,7 @@ from podgrid.errors import ServiceError, http_error
 from podgrid.masterqueue import keys
 from podgrid.masterqueue.models import Principal
 from podgrid.protocol import Role
-
-MAX_TOKEN_CHARS = 512
-_BEARER = "bearer "
+from podgrid.web import bearer_token
 
 
 def _unauthorized(message: str) -> ServiceError:
@@ -24,15 +22,14 @@ def _unauthorized(message: str) -> ServiceError:
 
 
 async def principal(request: web.Request) -> Principal:
-    """The caller, from ``Authorization: Bearer <token>``; 401 when missing or unknown."""
-    header = request.headers.get("Authorization", "")
-    if not header:
+    """The caller, from ``Authorization: Bearer <token>``; 401 when missing, unknown, revoked
+    or expired (a malformed header, non-ASCII bytes included, is a 401 too: see
+    :func:`podgrid.web.bearer_token`)."""
+    if "Authorization" not in request.headers:
         raise _unauthorized("missing Authorization: Bearer <token> header")
-    if not header.lower().startswith(_BEARER):
-        raise _unauthorized("Authorization header must be 'Bearer <token>'")
-    token = header[len(_BEARER) :].strip()
-    if not token or len(token) > MAX_TOKEN_CHARS:
-        raise _unauthorized("invalid token")
+    token = bearer_token(request)
+    if token is None:
+        raise _unauthorized("Authorization header must be 'Bearer <token>' (printable ASCII)")
     who = await request.app[keys.TOKENS].authenticate(token)
     if who is None:
         raise _unauthorized("invalid token")

@@ -57,6 +57,7 @@ from podgrid.protocol import (
     WhoAmI,
     WorkerInfo,
 )
+from podgrid.protocol.api import TokenInfo, TokenPage
 from podgrid.web import decode_error
 
 __all__ = ["MasterQueueClient"]
@@ -272,11 +273,34 @@ class MasterQueueClient:
 
     # --- admin and health -----------------------------------------------------------------
 
-    async def create_token(self, role: Role, name: str, request_id: int | None = None) -> str:
-        """Issue a token (admin only); the plaintext, shown once."""
-        body = TokenCreate(role=role, name=name, request_id=request_id)
+    async def create_token(
+        self,
+        role: Role,
+        name: str,
+        request_id: int | None = None,
+        expires_in_s: int | None = None,
+    ) -> str:
+        """Issue a token (admin only); the plaintext, shown once (``expires_in_s``: its TTL)."""
+        body = TokenCreate(role=role, name=name, request_id=request_id, expires_in_s=expires_in_s)
         data = await self._call("POST", "/v1/tokens", json=body.model_dump(exclude_none=True))
         return _model(TokenCreated, data).token
+
+    async def list_tokens(
+        self, *, name: str | None = None, limit: int = 50, after: int | None = None
+    ) -> TokenPage:
+        """One page of token records (admin only; never a token or its digest)."""
+        params: dict[str, str] = {"limit": str(limit)}
+        if name is not None:
+            params["name"] = name
+        if after is not None:
+            params["after"] = str(after)
+        data = await self._call("GET", "/v1/tokens", params=params, idempotent=True)
+        return _model(TokenPage, data)
+
+    async def revoke_token(self, token_id: int) -> TokenInfo:
+        """Revoke a token at once (admin only; revoking twice is harmless)."""
+        data = await self._call("DELETE", f"/v1/tokens/{token_id}", idempotent=True)
+        return _model(TokenInfo, data)
 
     async def servers(self) -> ServerList:
         """The active requests' attach URLs the master queue vouches for (agent token)."""

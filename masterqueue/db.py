@@ -13,10 +13,13 @@ MariaDB: ``READ COMMITTED``, so a locking read releases the rows it scanned but 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -26,6 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from podgrid.config.retry import retry_policy
+from podgrid.config.runtime import private_dir
 from podgrid.masterqueue.errors import DatabaseUnavailable
 
 T = TypeVar("T")
@@ -77,11 +81,30 @@ class _Transient(Exception):
     """Internal marker: the attempt failed transiently; tenacity retries on it."""
 
 
+def private_sqlite_file(path: Path) -> None:
+    """Make the SQLite database ``path`` (and its ``-wal``/``-shm``) mode 0600 before use.
+
+    The database holds token digests and every cluster's TLS keys. SQLite would create the
+    file with the process umask (0644 under the usual 022); made here first with 0600, it is
+    private from the first byte, and SQLite gives the ``-wal`` and ``-shm`` files it creates
+    the main file's mode. Files left by an older run with wider modes are tightened; a
+    missing directory is created 0700.
+    """
+    private_dir(path.parent)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if file.stat().st_mode & 0o077:
+                os.chmod(file, 0o600)
+
+
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An async engine for ``mysql+aiomysql://`` or ``sqlite+aiosqlite://`` with sane settings."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         in_memory = parsed.database in (None, "", ":memory:")
+        if not in_memory and parsed.database and not parsed.database.startswith("file:"):
+            private_sqlite_file(Path(parsed.database))
         pool: dict[str, Any] = {} if in_memory else {"pool_size": pool_size, "max_overflow": 0}
         engine = create_async_engine(url, connect_args={"timeout": 30}, **pool)
         _setup_sqlite(engine)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import time
@@ -90,6 +91,20 @@ class Launcher(Protocol):
     async def close(self) -> None:
         """Release connections (the brokers keep running)."""
         ...
+
+
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+
+
+def clean_reason(text: str, limit: int = REASON_MAX_CHARS) -> str:
+    """``text`` safe to store as a request's reason and show its owner.
+
+    A broker's log lines may carry bytes anyone could make it log (a header, a worker's
+    name): ANSI escape sequences are dropped, every other non-printable character (control
+    bytes, undecodable bytes) becomes ``?``, and the result is cut to ``limit`` characters.
+    """
+    text = _ANSI.sub("", text)
+    return "".join(c if c.isprintable() else "?" for c in text)[:limit]
 
 
 def log_tail(path: Path | None) -> str:
@@ -195,7 +210,7 @@ class LocalLauncher:
         status = "still running" if code is None else describe_code(code)
         tail = log_tail(handle.log_path)
         text = f"{status}; last log lines: {tail}" if tail else status
-        return text[:REASON_MAX_CHARS]
+        return clean_reason(text)
 
     async def close(self) -> None:
         """Nothing to release."""

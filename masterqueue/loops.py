@@ -24,7 +24,14 @@ import structlog
 from podgrid.config import environment
 from podgrid.config.runtime import wait_event
 from podgrid.masterqueue.errors import IllegalTransition, MasterQueueError, RecordNotFound
-from podgrid.masterqueue.launcher import REGISTRY_ENV, URL_ENV, Launcher, LaunchHandle, stop
+from podgrid.masterqueue.launcher import (
+    REGISTRY_ENV,
+    URL_ENV,
+    Launcher,
+    LaunchHandle,
+    clean_reason,
+    stop,
+)
 from podgrid.masterqueue.metrics import MasterQueueMetrics
 from podgrid.masterqueue.states import JOB_LEASED
 from podgrid.masterqueue.store import Store
@@ -165,7 +172,7 @@ class LaunchLoop:
         if code is not None:
             if state not in REQUEST_FINAL:
                 how = await self.launcher.describe_exit(handle)
-                reason = f"broker exited while {state.value}: {how}"
+                reason = clean_reason(f"broker exited while {state.value}: {how}")
                 self.metrics.launcher_failures.labels(reason="exited").inc()
                 log.warning("masterqueue.broker_exited", request_id=request_id, reason=reason)
                 await self._fail(request_id, reason)

@@ -16,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
-HEAD = "0001"
+HEAD = "0002"
 MIGRATE_LOCK = "podgrid_masterqueue_migrate"
 MIGRATE_LOCK_TIMEOUT_S = 120  # seconds
 

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from podgrid.config.request import ServerRequest
+from podgrid.masterqueue import tokens
 from podgrid.masterqueue._rows import (
     body_hash,
     find_idempotent,
@@ -25,7 +26,7 @@ from podgrid.masterqueue.db import now_ms
 from podgrid.masterqueue.errors import IllegalTransition, NotOwner
 from podgrid.masterqueue.schema import request_events, requests
 from podgrid.masterqueue.states import request_move_allowed, request_path
-from podgrid.protocol import ConnectionInfo, RequestRecord, RequestState, WorkerInfo
+from podgrid.protocol import REQUEST_FINAL, ConnectionInfo, RequestRecord, RequestState, WorkerInfo
 
 CAS_ROUNDS = 3  # re-reads after losing a compare-and-set race before giving up
 
@@ -98,7 +99,12 @@ async def cas_move(
     at: int,
     **values: Any,
 ) -> bool:
-    """``UPDATE … WHERE state = current``: True (and one timeline event) if this call moved it."""
+    """``UPDATE … WHERE state = current``: True (and one timeline event) if this call moved it.
+
+    Every state change of a request goes through here (owner, broker, launcher, sweeps), so
+    this is where a request reaching a final state ends its broker token's life, in the same
+    transaction (see :func:`podgrid.masterqueue.tokens.end_for_request`).
+    """
     result = await conn.execute(
         requests.update()
         .where(requests.c.id == request_id, requests.c.state == current.value)
@@ -107,6 +113,8 @@ async def cas_move(
     if result.rowcount != 1:
         return False
     await _event(conn, request_id, wanted, reason, at)
+    if wanted in REQUEST_FINAL:
+        await tokens.end_for_request(conn, request_id, at)
     return True
 
 

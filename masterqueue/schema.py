@@ -115,6 +115,8 @@ tokens = sa.Table(
     sa.Column("name", sa.String(128), nullable=False),
     sa.Column("request_id", Id),
     sa.Column("created_ms", Ms, nullable=False),
+    sa.Column("expires_ms", Ms),  # NULL: never expires
+    sa.Column("revoked_ms", Ms),  # NULL: not revoked
     sa.UniqueConstraint("token_sha256"),
     sa.Index(None, "request_id"),
 )

@@ -207,6 +207,8 @@ def create_app(settings: MasterQueueSettings, store: Store | None = None) -> web
     r.add_post("/v1/match", views_jobs.match)
     r.add_get("/v1/servers", views_servers.list_servers)
     r.add_post("/v1/tokens", views.create_token)
+    r.add_get("/v1/tokens", views.list_tokens)
+    r.add_delete("/v1/tokens/{id}", views.revoke_token)
     r.add_get("/v1/whoami", views.whoami)
     r.add_get("/healthz", views.healthz)
     r.add_get("/metrics", views.metrics)

@@ -23,7 +23,13 @@ from podgrid.masterqueue._rows import (
     request_record,
     request_timeline,
 )
-from podgrid.masterqueue.db import DB_RETRY_DEADLINE_S, Database, create_engine, epoch_ms
+from podgrid.masterqueue.db import (
+    DB_RETRY_DEADLINE_S,
+    Database,
+    create_engine,
+    epoch_ms,
+    from_ms,
+)
 from podgrid.masterqueue.hosts import MasterHost
 from podgrid.masterqueue.migrate import migrate
 from podgrid.masterqueue.models import Principal
@@ -42,6 +48,7 @@ from podgrid.protocol import (
     SlotDescription,
     WorkerInfo,
 )
+from podgrid.protocol.api import TokenInfo
 
 
 def _now(now: datetime | None) -> int:
@@ -77,18 +84,50 @@ class Store:
         await self.engine.dispose()
 
     # -- tokens ---------------------------------------------------------------------------
-    async def create_token(self, role: Role, name: str, request_id: int | None = None) -> str:
+    async def create_token(
+        self,
+        role: Role,
+        name: str,
+        request_id: int | None = None,
+        expires_in_s: int | None = None,
+    ) -> str:
         """A new token (plaintext, shown once; only its SHA-256 is stored).
 
-        ``request_id`` makes a per-request broker token (role must be ``broker``).
+        ``request_id`` makes a per-request broker token (role must be ``broker``);
+        ``expires_in_s`` (None: never) makes it stop working that many seconds from now.
         """
+        return (await self.issue_token(role, name, request_id, expires_in_s))[0]
+
+    async def issue_token(
+        self,
+        role: Role,
+        name: str,
+        request_id: int | None = None,
+        expires_in_s: int | None = None,
+    ) -> tuple[str, TokenInfo]:
+        """Like :meth:`create_token`, with the new token's record (its id, its expiry)."""
         return await self._db.run(
-            lambda c: tokens.create(c, role, name, request_id), name="create_token"
+            lambda c: tokens.issue(c, role, name, request_id, expires_in_s), name="create_token"
         )
 
     async def authenticate(self, token: str) -> Principal | None:
-        """The principal holding ``token``, or None."""
+        """The principal holding ``token``, or None (unknown, revoked or expired)."""
         return await self._db.run(lambda c: tokens.authenticate(c, token), write=False)
+
+    async def lookup_token(self, token: str) -> tuple[Principal, datetime | None] | None:
+        """The principal holding ``token`` and when the token expires (None: never)."""
+        found = await self._db.run(lambda c: tokens.lookup(c, token), write=False)
+        return None if found is None else (found[0], from_ms(found[1]))
+
+    async def list_tokens(
+        self, limit: int = 50, after_id: int | None = None, name: str | None = None
+    ) -> list[TokenInfo]:
+        """Token records by id ascending (never a token or its digest)."""
+        return await self._db.run(lambda c: tokens.listing(c, limit, after_id, name), write=False)
+
+    async def revoke_token(self, token_id: int) -> TokenInfo:
+        """Revoke a token at once (RecordNotFound if there is none with that id)."""
+        return await self._db.run(lambda c: tokens.revoke(c, token_id), name="revoke_token")
 
     async def has_tokens(self) -> bool:
         """Whether any token exists (the first ``serve`` creates the admin token)."""

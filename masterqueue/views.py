@@ -53,6 +53,8 @@ Endpoints (role; admin may do everything):
   "address": str | null, "connection": {…} | null}`` → 200 ``{"id", "state", "reason",
   "cancel": bool}``; ``cancel: true`` means the request is final (cancelled, expired, failed,
   done): the broker must shut down. 409 for a move that is not legal from a live state.
+  That answer is the broker token's last: it is revoked as it is given (and it expires 60 s
+  after the request's end in any case), so every later call with it is a 401.
 - ``POST /v1/jobs`` (user). Body: JobSpec; ``Idempotency-Key`` honoured. → 201 Job.
 - ``GET /v1/jobs?state=&limit=&after=`` (user: own; admin: all) → ``{"jobs": [Job], "next"}``.
 - ``GET /v1/jobs/{id}`` (owner) → 200 Job + ``"history": [{"state", "agent_id", "reason", "at"}]``.
@@ -64,7 +66,12 @@ Endpoints (role; admin may do everything):
 - ``POST /v1/jobs/{id}/finish`` (agent). Body ``{"lease_token", "exit_code": int}`` → 200 Job
   (DONE if 0 else ERROR_E; repeating the same finish is harmless); 409 ``stale_lease``.
 - ``POST /v1/tokens`` (admin). Body ``{"role": "user"|"agent"|"broker"|"admin", "name",
-  "request_id": int | null}`` → 201 ``{"token", "role", "name", "request_id"}`` (shown once).
+  "request_id": int | null, "expires_in_s": int | null}`` → 201 ``{"token", "role", "name",
+  "request_id", "id", "expires"}`` (the token is shown once).
+- ``GET /v1/tokens?name=&limit=&after=`` (admin) → 200 ``{"tokens": [{"id", "role", "name",
+  "request_id", "created", "expires", "revoked"}], "next"}`` (never a token or its digest).
+- ``DELETE /v1/tokens/{id}`` (admin) → 200 that token's record with ``revoked`` set; every
+  later call with it is a 401 (at once in this process, within the token cache TTL in others).
 - ``GET /v1/whoami`` (any role) → 200 ``{"name", "role", "request_id"}`` (the caller's token).
 - ``GET /healthz`` → 200 ``{"status": "ok"}`` (503 when the database is down);
   ``GET /metrics`` → Prometheus text.
@@ -250,6 +257,13 @@ def _report_answer(record: RequestRecord) -> web.Response:
     return _json(StateReply(id=record.id, state=record.state, reason=record.reason, cancel=cancel))
 
 
+async def _retire_broker_token(request: web.Request, who: Principal) -> None:
+    """The broker is being told its request ended: its token has done its last job."""
+    if who.role == "broker":
+        await request.app[keys.STORE].revoke_token(who.token_id)
+        request.app[keys.TOKENS].forget(who.token_id)
+
+
 async def broker_state(request: web.Request) -> web.Response:
     """``POST /v1/requests/{id}/state``: a broker heartbeat; answers whether it must stop."""
     who = await require(request, "broker")
@@ -260,16 +274,18 @@ async def broker_state(request: web.Request) -> web.Response:
     store = request.app[keys.STORE]
     current = await store.get_request(request_id)
     if current.state in REQUEST_FINAL:
+        await _retire_broker_token(request, who)
         return _report_answer(current)
     try:
         record = await store.broker_report(
             request_id, report.state, report.workers, report.address, report.connection
         )
     except IllegalTransition:
-        latest = await store.get_request(request_id)
-        if latest.state in REQUEST_FINAL:
-            return _report_answer(latest)
-        raise
+        record = await store.get_request(request_id)
+        if record.state not in REQUEST_FINAL:
+            raise
+    if record.state in REQUEST_FINAL:
+        await _retire_broker_token(request, who)
     return _report_answer(record)
 
 
@@ -284,9 +300,41 @@ async def create_token(request: web.Request) -> web.Response:
             "request_id: only broker tokens belong to a request",
             [{"loc": ["request_id"], "msg": "only broker tokens belong to a request"}],
         )
-    token = await request.app[keys.STORE].create_token(body.role, body.name, body.request_id)
-    created = TokenCreated(token=token, role=body.role, name=body.name, request_id=body.request_id)
+    token, info = await request.app[keys.STORE].issue_token(
+        body.role, body.name, body.request_id, body.expires_in_s
+    )
+    created = TokenCreated(
+        token=token,
+        role=info.role,
+        name=info.name,
+        request_id=info.request_id,
+        id=info.id,
+        expires=info.expires,
+    )
     return _json(created, status=201)
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    """``GET /v1/tokens?name=&limit=&after=``: token records (admin only; never a token)."""
+    await require(request, "admin")
+    limit, after = page_params(request)
+    name = request.query.get("name") or None
+    found = await request.app[keys.STORE].list_tokens(limit, after, name)
+    items = [t.model_dump(mode="json") for t in found]
+    return web.json_response(page(items, limit, "tokens"))
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    """``DELETE /v1/tokens/{id}``: revoke a token at once (admin only; repeating is harmless).
+
+    The entry in this process's token cache goes too, so the very next call with the token
+    is a 401 here; other master-queue processes notice within their cache TTL.
+    """
+    await require(request, "admin")
+    token_id = path_id(request)
+    info = await request.app[keys.STORE].revoke_token(token_id)
+    request.app[keys.TOKENS].forget(token_id)
+    return web.json_response(info.model_dump(mode="json"))
 
 
 async def whoami(request: web.Request) -> web.Response:

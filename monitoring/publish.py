@@ -23,6 +23,7 @@ from podgrid.monitoring import keys
 from podgrid.monitoring.apmon import MAX_NAME_CHARS, MAX_VALUE_CHARS
 from podgrid.monitoring.history import Value
 from podgrid.monitoring.ingest import MAX_FUTURE_MS
+from podgrid.web import bearer_token
 
 MAX_BATCH_ITEMS = 10_000
 
@@ -109,11 +110,10 @@ def _short(value: Any) -> Any:
 
 
 def _authorized(request: web.Request, tokens: frozenset[str]) -> bool:
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    token = bearer_token(request)
+    if token is None:
         return False
-    given = token.strip().encode("utf-8", "replace")
+    given = token.encode("ascii")  # bearer_token returns printable ASCII only
     ok = False
     for accepted in tokens:  # compare with every token: no early exit to time
         ok |= hmac.compare_digest(given, accepted.encode("utf-8", "replace"))

@@ -22,7 +22,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
-from podgrid.config.request import RequestFormat, ServerRequest, load_request, parse_request
+from podgrid.config.request import (
+    RequestFormat,
+    ServerRequest,
+    parse_request,
+    read_request_text,
+)
 from podgrid.config.request_errors import RequestError, RequestIssue
 from podgrid.endpoints import Endpoint, discover
 from podgrid.errors import BadRequest, PodGridError
@@ -104,9 +109,14 @@ def _as_request_error(e: BadRequest, source: str) -> BadRequest | RequestError:
 
 
 def _read_request_file(path: Path) -> tuple[str, RequestFormat | None]:
-    """The file's text and format, after validating it (``RequestError`` on any problem)."""
-    load_request(path)
-    return path.read_text(encoding="utf-8"), _SUFFIX_FORMATS.get(path.suffix.lower())
+    """The file's text and format, after validating it (``RequestError`` on any problem).
+
+    Read once, bounded and regular files only (:func:`read_request_text`), then parsed.
+    """
+    text = read_request_text(path)
+    fmt = _SUFFIX_FORMATS.get(path.suffix.lower())
+    parse_request(text, fmt=fmt, source=str(path))
+    return text, fmt
 
 
 class PodGrid:

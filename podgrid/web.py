@@ -25,6 +25,8 @@ from podgrid.protocol.errors import ErrorBody
 
 __all__ = [
     "MAX_HEADER_ID_CHARS",
+    "MAX_TOKEN_CHARS",
+    "bearer_token",
     "decode_error",
     "error_middleware",
     "error_response",
@@ -36,6 +38,8 @@ MapError = Callable[[Exception], ServiceError | None]
 Observe = Callable[[web.Request, web.StreamResponse, float], None]
 
 MAX_HEADER_ID_CHARS: Final = 64  # a client's X-Request-Id beyond this is cut
+MAX_TOKEN_CHARS: Final = 512  # a bearer token longer than this is refused unread
+_BEARER: Final = "bearer "
 _HTTP_CODES: Final = {
     400: "bad_request",
     401: "unauthorized",
@@ -61,6 +65,25 @@ def validation_error(e: ValidationError, code: str = "invalid_body") -> BadReque
     ]
     what = "; ".join(f"{'.'.join(str(p) for p in f['loc']) or 'body'}: {f['msg']}" for f in fields)
     return BadRequest(f"invalid body: {what}", code=code, fields=fields)
+
+
+def bearer_token(request: web.Request) -> str | None:
+    """The token of ``Authorization: Bearer <token>``, or None when there is no usable one.
+
+    Only printable ASCII without spaces, 1 to :data:`MAX_TOKEN_CHARS` characters, is a token:
+    aiohttp hands a header's non-ASCII bytes on as surrogate escapes, and anything downstream
+    that encodes them (hashing, comparing) would raise. Every service reads tokens through
+    this one function, so a stray byte in the header is a 401, never a 500.
+    """
+    header = request.headers.get("Authorization", "")
+    if header[: len(_BEARER)].lower() != _BEARER:
+        return None
+    token = header[len(_BEARER) :].strip(" \t")
+    if not 0 < len(token) <= MAX_TOKEN_CHARS:
+        return None
+    if not (token.isascii() and token.isprintable()) or " " in token:
+        return None
+    return token
 
 
 def _request_id(request: web.Request) -> str:

@@ -48,21 +48,49 @@ class ConnectionReply(_Body):
     connection: ConnectionInfo | None = None
 
 
+MAX_TOKEN_TTL_S = 10 * 366 * 86_400  # ten years: beyond that, say "never" (no expiry)
+
+
 class TokenCreate(_Body):
-    """``POST /v1/tokens``: the token to issue."""
+    """``POST /v1/tokens``: the token to issue; ``expires_in_s`` (None: never) bounds its life."""
 
     role: Role
     name: Annotated[StrictStr, Field(min_length=1, max_length=128)]
     request_id: Annotated[StrictInt, Field(ge=1)] | None = None
+    expires_in_s: Annotated[StrictInt, Field(ge=1, le=MAX_TOKEN_TTL_S)] | None = None
 
 
 class TokenCreated(_Body):
-    """The answer to ``POST /v1/tokens``: the plaintext token, shown once."""
+    """The answer to ``POST /v1/tokens``: the plaintext token, shown once, and its id.
+
+    ``id`` is what ``DELETE /v1/tokens/{id}`` (``podgrid token revoke ID``) takes.
+    """
 
     token: str
     role: Role
     name: str
     request_id: int | None = None
+    id: int | None = None
+    expires: datetime | None = None
+
+
+class TokenInfo(_Body):
+    """One token as ``GET /v1/tokens`` shows it: never the token, never its digest."""
+
+    id: int
+    role: Role
+    name: str
+    request_id: int | None = None
+    created: datetime
+    expires: datetime | None = None
+    revoked: datetime | None = None
+
+
+class TokenPage(_Body):
+    """``GET /v1/tokens``: one page by id; pass ``next`` as ``after`` for the next."""
+
+    tokens: list[TokenInfo]
+    next: int | None = None
 
 
 class WhoAmI(_Body):
