@@ -36,6 +36,7 @@ from podgrid.masterqueue.settings import MasterQueueSettings
 from podgrid.monitoring.client import RegistryClient
 from podgrid.monitoring.service import RunningRegistry, run_registry
 from podgrid.monitoring.settings import RegistrySettings
+from podgrid.protocol.csr import csr_for, new_private_key
 
 
 def request_toml(places: int) -> str:
@@ -46,8 +47,13 @@ def request_toml(places: int) -> str:
     )
 
 
+# One key and CSR for every simulated agent: the broker's side (checking the CSR, signing a
+# certificate for the reserved name) is what is measured; a real agent makes its own key.
+CSR = csr_for(new_private_key())
+
+
 def slot(agent_id: str) -> dict[str, Any]:
-    """A slot that fits every benchmark request."""
+    """A slot (with a CSR) that fits every benchmark request."""
     return {
         "agent_id": agent_id,
         "site": "Bench",
@@ -56,6 +62,7 @@ def slot(agent_id: str) -> dict[str, Any]:
         "memory_mb": 1024,
         "ttl_s": 3600,
         "packages": [],
+        "csr": CSR,
     }
 
 

@@ -36,6 +36,9 @@ REGISTRY_TOKEN: Final = _variable(
 APMON_PASSWORD: Final = _variable(
     "PODGRID_APMON_PASSWORD", "the password of every ApMon datagram sent to or taken by a registry"
 )
+SIGN_SECRET: Final = _variable(
+    "PODGRID_SIGN_SECRET", "a broker's per-request secret for POST /v1/sign (set by the launcher)"
+)
 SITE: Final = _variable("PODGRID_SITE", "the grid site of a job agent or site factory")
 CE: Final = _variable("PODGRID_CE", "the computing element of a job agent or site factory")
 SLOT_PACKAGES: Final = _variable(
@@ -57,6 +60,7 @@ __all__ = [
     "REGISTRY_TOKEN",
     "REGISTRY_URL",
     "SANDBOX",
+    "SIGN_SECRET",
     "SITE",
     "SLOT_PACKAGES",
     "TOKEN",

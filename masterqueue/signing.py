@@ -24,11 +24,12 @@ from typing import Final
 import aiohttp
 from pydantic import ValidationError
 
+from podgrid.config import environment
 from podgrid.errors import BadRequest, PodGridError, ServerError, ServiceUnavailable
 from podgrid.protocol import SignReply, SignRequest
 from podgrid.web import decode_error
 
-SIGN_SECRET_ENV: Final = "PODGRID_SIGN_SECRET"  # noqa: S105 - the variable's name
+SIGN_SECRET_ENV: Final = environment.SIGN_SECRET
 KEY_BYTES: Final = 32
 SIGN_TIMEOUT_S: Final = 10.0  # seconds for the broker to sign one CSR
 _LABEL: Final = "podgrid-sign:"
