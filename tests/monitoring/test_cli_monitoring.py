@@ -97,6 +97,10 @@ def test_serve_ingests_answers_and_exits_0_on_sigterm(
             break
         time.sleep(0.02)
     assert text.startswith("site1/PoD_Masters/42/NeededWorkers/3/")
+    assert "666" not in text
+    assert "667" not in text
+    metrics = get(http_url + "/metrics")
+    assert 'podgrid_registry_datagrams_dropped_total{reason="bad_password"} 2.0' in metrics
 
     token_file = tmp_path / "registry.token"
     token = token_file.read_text().strip()
