@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from podgrid.errors import PodGridError
@@ -43,7 +43,6 @@ class Place:
     deadline: float  # monotonic seconds by which the worker must have connected
     address: str | None = None  # the Dask worker's address once connected
     connected_at: float | None = None
-    grant: dict[str, object] = field(default_factory=dict, repr=False)
 
     @property
     def startup_s(self) -> float | None:

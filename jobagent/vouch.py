@@ -23,6 +23,7 @@ log = structlog.get_logger("podgrid.jobagent")
 
 REFRESH_MIN_S: Final = 0.25  # seconds between two asks while unknown servers show up
 WARN_EVERY_S: Final = 60.0  # seconds between two warnings about the same fake server
+MAX_WARNED: Final = 1024  # fake servers remembered for that rate limit
 
 
 class Vouchers:
@@ -35,7 +36,6 @@ class Vouchers:
         self._asked_at = float("-inf")  # monotonic seconds
         self._lock = asyncio.Lock()
         self._warned: dict[tuple[str, str], float] = {}
-        self.refused = 0
 
     def _known(self, request_id: str, address: str) -> bool:
         return self._urls.get(request_id) == address.rstrip("/")
@@ -49,7 +49,6 @@ class Vouchers:
                 await self._refresh()
         if self._known(request_id, address):
             return True
-        self.refused += 1
         self._warn(request_id, address)
         return False
 
@@ -70,6 +69,8 @@ class Vouchers:
         now = time.monotonic()
         if now - self._warned.get(key, float("-inf")) < WARN_EVERY_S:
             return
+        if len(self._warned) >= MAX_WARNED:
+            self._warned.clear()  # a flood of made-up servers must not grow the agent's memory
         self._warned[key] = now
         log.warning(
             "jobagent.server_unvouched",

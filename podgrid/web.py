@@ -150,7 +150,7 @@ def decode_error(status: int, reason: str, text: str, service: str = "") -> Serv
     except (ValueError, ValidationError):
         code = reason.lower().replace(" ", "_") or f"http_{status}"
         return cls(prefix + (text[:200] or reason or code), code=code, status=status)
-    extra = {k: v for k, v in (body.model_extra or {}).items()}
+    extra = dict(body.model_extra or {})
     return cls(
         prefix + body.message,
         code=body.error,
