@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import Any, cast
 
 from podgrid.config import setup_logging
 
@@ -20,7 +20,7 @@ from podgrid.config import setup_logging
 # not pay for every other command's imports (SQLAlchemy, Alembic, asyncssh, ...).
 COMMANDS: dict[str, str] = {
     "up": "podgrid._cmd_up",
-    "demo": "podgrid._cmd_up",
+    "demo": "podgrid._cmd_demo",
     "submit": "podgrid._cmd_user",
     "info": "podgrid._cmd_user",
     "ls": "podgrid._cmd_user",
@@ -40,6 +40,25 @@ COMMAND_MODULES: tuple[str, ...] = tuple(dict.fromkeys(COMMANDS.values()))
 Handler = Callable[[argparse.Namespace], int]
 
 
+class _OwnCommands:
+    """The sub-command tree as one command module sees it: only the commands COMMANDS routes
+    to that module are added; any other it defines goes to a scratch parser, dropped.
+
+    So COMMANDS alone says which module owns a command, and a command moves by one line
+    here (``demo`` moved to ``_cmd_demo``; ``_cmd_up`` still defines its older one).
+    """
+
+    def __init__(
+        self, sub: argparse._SubParsersAction[argparse.ArgumentParser], module: str
+    ) -> None:
+        self._sub, self._module = sub, module
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        if COMMANDS.get(name) == self._module:
+            return self._sub.add_parser(name, **kwargs)
+        return argparse.ArgumentParser(prog=f"podgrid {name}", add_help=False)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The command tree: only ``command``'s module when it is a known command, else all."""
     parser = argparse.ArgumentParser(
@@ -56,7 +75,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     modules = (COMMANDS[command],) if command in COMMANDS else COMMAND_MODULES
     for name in modules:
-        importlib.import_module(name).register(sub)
+        importlib.import_module(name).register(_OwnCommands(sub, name))
     return parser
 
 

@@ -1,10 +1,11 @@
 """``podgrid demo``: a whole grid on this machine, one cluster's life, and its timeline.
 
 Starts the local grid with a fast-polling configuration, submits a small request, follows its
-workers attaching, runs the dimuon analysis on the cluster with a plain ``distributed.Client``
-(the cluster's TLS credentials), has the agents that did not attach run two batch jobs,
-cancels the request, watches its agents go back to polling, shuts everything down and prints
-the timeline with the headline figure "submit → READY".
+workers attaching, runs the dimuon analysis on real CMS data on the cluster with a plain
+``distributed.Client`` (the cluster's TLS credentials; :mod:`podgrid.demo_analysis`), has the
+agents that did not attach run two batch jobs, cancels the request, watches its agents go back
+to polling, shuts everything down and prints the timeline with the headline figure
+"submit → READY".
 """
 
 from __future__ import annotations
@@ -13,18 +14,21 @@ import asyncio
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from podgrid import dimuon
 from podgrid.client import PodGrid
 from podgrid.config.hierarchy import default_ldif
 from podgrid.errors import PodGridError
 from podgrid.localgrid import LocalGrid, run_local_grid
 from podgrid.masterqueue.client import MasterQueueClient
 from podgrid.protocol import RequestDetail, RequestState
+from podgrid.rootfiles import SAMPLE_UNIT, Source, sample_sources
+
+if TYPE_CHECKING:
+    from podgrid.demo_analysis import Analysis
 
 Say = Callable[[str], None]
 
@@ -34,8 +38,6 @@ READY_TIMEOUT_S: Final = 40.0
 JOBS_TIMEOUT_S: Final = 40.0
 AGENTS_BACK_TIMEOUT_S: Final = 20.0
 POLL_S: Final = 0.1
-CHUNKS: Final = 8
-EVENTS_PER_CHUNK: Final = 20_000
 JOB_COMMAND: Final = (sys.executable, "-c", "import time; time.sleep(1); print('batch job ok')")
 FREE_STATES: Final = ("POLLING", "BATCH")
 
@@ -66,16 +68,26 @@ class Timeline:
         return {name: round(t, 3) for name, t in self.events}
 
 
+@dataclass(frozen=True)
+class DemoData:
+    """What the demo's analysis reads: checked sources, and the branch's unit for display."""
+
+    sources: Sequence[Source]
+    unit: str = ""
+
+    @classmethod
+    def sample(cls) -> DemoData:
+        """The packaged CMS Z→μμ events' dimuon mass (GeV)."""
+        return cls(sample_sources(), SAMPLE_UNIT)
+
+
 @dataclass
 class DemoResult:
     """What the demo found (printed as text, or as JSON with ``--json``)."""
 
     request_id: int = 0
     submit_to_ready_s: float | None = None
-    peak_gev: tuple[float, float] | None = None
-    peak_count: int = 0
-    events: int = 0
-    chunks_by_worker: dict[str, int] = field(default_factory=dict)
+    analysis: Analysis | None = None
     worker_agents: list[str] = field(default_factory=list)
     jobs: dict[int, dict[str, Any]] = field(default_factory=dict)
     timeline: Timeline = field(default_factory=Timeline)
@@ -131,31 +143,26 @@ def _mark_server_events(result: DemoResult, detail: RequestDetail) -> None:
         result.timeline.mark("first worker attached", first)
 
 
-async def _analyse(grid: PodGrid, result: DemoResult, agents: dict[str, str], say: Say) -> None:
-    """Run the dimuon histogram on the cluster; ``agents``: worker name → agent id."""
+async def _analyse(
+    grid: PodGrid, result: DemoResult, data: DemoData, agents: dict[str, str], say: Say
+) -> None:
+    """Histogram the data on the cluster, both ways; ``agents``: worker name → agent id."""
     from distributed import Client  # a 0.5 s import: only here
+
+    from podgrid.demo_analysis import analyse, by_collections, summary_lines
 
     info = await grid.connection(result.request_id)
     say(f"connecting a distributed.Client to {info.address} (TLS: {info.uses_tls})")
     client_cm = Client(info.address, security=info.security(), asynchronous=True)  # type: ignore[no-untyped-call]
     async with client_cm as client:
-        futures = client.map(
-            dimuon.simulate_chunk, range(1, CHUNKS + 1), events=EVENTS_PER_CHUNK, pure=False
-        )
-        chunks: list[dimuon.ChunkResult] = await client.gather(futures)
-    counts = dimuon.merge(chunks)
-    peak = dimuon.peak_bin(counts)
-    result.peak_gev, result.peak_count = dimuon.bin_range_gev(peak), counts[peak]
-    result.events = sum(c.events for c in chunks)
-    for chunk in chunks:
-        result.chunks_by_worker[chunk.worker] = result.chunks_by_worker.get(chunk.worker, 0) + 1
-    result.timeline.mark("analysis done")
-    low, high = result.peak_gev
-    say(f"analysis: {result.events} dimuon events in {CHUNKS} chunks; "
-        f"peak bin {low:.0f}-{high:.0f} GeV ({result.peak_count} entries; Z mass "
-        f"{dimuon.Z_MASS_GEV} GeV)")  # fmt: skip
-    for worker, n in sorted(result.chunks_by_worker.items()):
-        say(f"  {n} chunks ran on worker {worker} (agent {agents.get(worker, '?')})")
+        analysis = await analyse(client, data.sources, unit=data.unit)
+        result.timeline.mark("analysis done")
+        chunks = sum(len(c) for c in analysis.chunks_by_worker.values())
+        analysis.collections = await by_collections(client, data.sources, chunks)
+        result.timeline.mark("dask collections done")
+    result.analysis = analysis
+    for line in summary_lines(analysis, agents):
+        say(line)
 
 
 async def _run_jobs(grid: PodGrid, job_ids: list[int], result: DemoResult, say: Say) -> None:
@@ -199,7 +206,9 @@ async def _cancel(local: LocalGrid, grid: PodGrid, result: DemoResult, say: Say)
         say(f"  agent {agent}: WORKER -> {state}")
 
 
-async def _one_cluster(local: LocalGrid, workers: int, result: DemoResult, say: Say) -> None:
+async def _one_cluster(
+    local: LocalGrid, workers: int, data: DemoData, result: DemoResult, say: Say
+) -> None:
     client = MasterQueueClient(local.masterqueue_url, local.user_token)
     async with PodGrid(client) as grid:
         result.timeline = Timeline()
@@ -214,26 +223,34 @@ async def _one_cluster(local: LocalGrid, workers: int, result: DemoResult, say: 
         job_ids = [(await grid.submit_job(list(JOB_COMMAND), memory_mb=128, ttl_s=60)).id
                    for _ in range(2)]  # fmt: skip
         say(f"batch jobs {job_ids} submitted (for the agents that did not attach)")
-        await _analyse(grid, result, {w.name: w.agent_id for w in ready.workers}, say)
+        await _analyse(grid, result, data, {w.name: w.agent_id for w in ready.workers}, say)
         await _run_jobs(grid, job_ids, result, say)
         await _cancel(local, grid, result, say)
 
 
 async def run_demo(
-    state_dir: Path, *, agents: int, workers: int, say: Say, config: str | None = None
+    state_dir: Path,
+    *,
+    agents: int,
+    workers: int,
+    say: Say,
+    config: str | None = None,
+    data: DemoData | None = None,
 ) -> DemoResult:
     """The whole demo in ``state_dir``; DemoFailed (or LocalGridError) when a step fails.
 
-    The grid is shut down whatever happens; ``result.timeline`` ends with ``shutdown``.
+    ``data`` defaults to the packaged sample. The grid is shut down whatever happens;
+    ``result.timeline`` ends with ``shutdown``.
     """
     if workers > agents:
         raise DemoFailed(f"--workers ({workers}) must not exceed --agents ({agents})")
+    data = data or DemoData.sample()
     began = time.monotonic()
     result = DemoResult()
     source = config or write_demo_config(state_dir / "demo.ldif")
     try:
         async with run_local_grid(state_dir, agents=agents, config=source, say=say) as local:
-            await _one_cluster(local, workers, result, say)
+            await _one_cluster(local, workers, data, result, say)
             say("shutting down")
     finally:
         result.timeline.mark("shutdown")
@@ -252,17 +269,14 @@ def report_lines(result: DemoResult) -> list[str]:
 
 def as_json(result: DemoResult) -> dict[str, Any]:
     """The result as a JSON document (``podgrid demo --json``)."""
+    from podgrid.demo_analysis import as_json as analysis_json
+
     return {
         "request_id": result.request_id,
         "submit_to_ready_s": (
             round(result.submit_to_ready_s, 3) if result.submit_to_ready_s is not None else None
         ),
-        "analysis": {
-            "events": result.events,
-            "peak_gev": list(result.peak_gev) if result.peak_gev else None,
-            "peak_count": result.peak_count,
-            "chunks_by_worker": result.chunks_by_worker,
-        },
+        "analysis": analysis_json(result.analysis) if result.analysis else None,
         "worker_agents": result.worker_agents,
         "jobs": {str(k): v for k, v in result.jobs.items()},
         "timeline": result.timeline.as_dict(),

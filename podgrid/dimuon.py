@@ -1,94 +1,177 @@
-"""The demo's sample analysis: a Monte-Carlo dimuon invariant-mass histogram in pure Python.
+"""The demo's analysis: a histogram of one branch (the dimuon mass ``M``) of real ROOT files.
 
-Each chunk generates events on a Dask worker (no numpy, so any slot can run it): Z bosons
-(Breit-Wigner mass) decaying isotropically to two muons, boosted along z, plus a falling
-Drell-Yan-like background; both muons' momenta are smeared like a tracker would, and the
-pair's invariant mass is histogrammed. Chunks are summed on the client; the peak sits at
-the Z mass.
+Two ways, on the same cluster. By hand: :func:`plan_chunks` cuts the files' entries into
+chunks, each worker gets its own run of them, :func:`fill_chunk` reads one chunk with uproot
+where the worker is and fills a hist histogram, and the client adds the histograms
+(:func:`merge`). As a physicist writes it: :func:`lazy_counts` is ``uproot.dask`` and a
+``dask.array`` histogram, one graph that the cluster computes.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-import random
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
-Z_MASS_GEV = 91.1876
-Z_WIDTH_GEV = 2.4952
-MUON_MASS_GEV = 0.10566
-MASS_MIN_GEV, MASS_MAX_GEV = 60.0, 120.0
-BINS = 60  # 1 GeV bins
-SIGNAL_FRACTION = 0.7
-BACKGROUND_SLOPE_GEV = 25.0  # the background falls like exp(-m / slope)
-MOMENTUM_RESOLUTION = 0.02  # relative, per muon
-Vector4 = tuple[float, float, float, float]  # (E, px, py, pz) in GeV
+import hist
+import numpy as np
+
+from podgrid.rootfiles import Source
+
+if TYPE_CHECKING:
+    import dask.array
+
+BINS: Final = 120  # 1 GeV bins of the dimuon mass
+LOW, HIGH = 0.0, 120.0  # the axis' range, in the branch's unit (GeV for M)
+CHUNKS_PER_WORKER: Final = 4
+PLOT_HALF_WIDTH: Final = 8  # bins shown either side of the peak
+PLOT_WIDTH: Final = 40  # characters of the peak bin's bar
+
+Histogram: TypeAlias = "hist.Hist[hist.storage.Int64]"
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Entries ``start`` to ``stop`` (exclusive) of one source; ``index`` numbers the plan."""
+
+    index: int
+    source: Source
+    start: int
+    stop: int
+
+    @property
+    def entries(self) -> int:
+        """How many entries the chunk holds."""
+        return self.stop - self.start
 
 
 @dataclass(frozen=True, slots=True)
 class ChunkResult:
-    """One chunk's histogram counts and the Dask worker that filled it."""
+    """One chunk's histogram, the entries read and the Dask worker that read them."""
 
-    counts: list[int]
+    chunk: Chunk
+    histogram: Histogram
+    entries: int
     worker: str
-    events: int
 
 
-def _breit_wigner(rng: random.Random) -> float:
-    return Z_MASS_GEV + 0.5 * Z_WIDTH_GEV * math.tan(math.pi * (rng.random() - 0.5))
+@dataclass(frozen=True, slots=True)
+class Peak:
+    """The fullest bin: its edges and count."""
+
+    index: int
+    low: float
+    high: float
+    count: int
 
 
-def _background_mass(rng: random.Random) -> float:
-    span = 1.0 - math.exp(-(MASS_MAX_GEV - MASS_MIN_GEV) / BACKGROUND_SLOPE_GEV)
-    return MASS_MIN_GEV - BACKGROUND_SLOPE_GEV * math.log(1.0 - rng.random() * span)
+def new_histogram(label: str) -> Histogram:
+    """An empty histogram of the analysis' axis (with under- and overflow)."""
+    axis = hist.axis.Regular(BINS, LOW, HIGH, name="x", label=label)
+    return hist.Hist(axis, storage=hist.storage.Int64())
 
 
-def _decay(rng: random.Random, mass: float) -> tuple[Vector4, Vector4]:
-    """Two muons of a parent of ``mass`` at rest, back to back in a random direction."""
-    p = math.sqrt(max(mass * mass / 4.0 - MUON_MASS_GEV**2, 0.0))
-    cos_t = rng.uniform(-1.0, 1.0)
-    sin_t = math.sqrt(1.0 - cos_t * cos_t)
-    phi = rng.uniform(0.0, 2.0 * math.pi)
-    px, py, pz = p * sin_t * math.cos(phi), p * sin_t * math.sin(phi), p * cos_t
-    energy = mass / 2.0
-    return (energy, px, py, pz), (energy, -px, -py, -pz)
+def plan_chunks(
+    sources: Sequence[Source], workers: int, per_worker: int = CHUNKS_PER_WORKER
+) -> list[list[Chunk]]:
+    """Every entry of ``sources`` in exactly one chunk; one run of chunks for each worker.
+
+    About ``workers * per_worker`` chunks of equal size (a chunk never spans two files), given
+    out in order, so each worker reads its own contiguous entry ranges. A worker gets no chunk
+    only when there are fewer chunks than workers.
+    """
+    if workers < 1 or per_worker < 1:
+        raise ValueError(f"workers ({workers}) and per_worker ({per_worker}) must be >= 1")
+    total = sum(s.entries for s in sources)
+    size = max(1, math.ceil(total / (workers * per_worker)))
+    chunks: list[Chunk] = []
+    for source in sources:
+        for start in range(0, source.entries, size):
+            stop = min(start + size, source.entries)
+            chunks.append(Chunk(len(chunks), source, start, stop))
+    bounds = [round(i * len(chunks) / workers) for i in range(workers + 1)]
+    return [chunks[bounds[i] : bounds[i + 1]] for i in range(workers)]
 
 
-def _boost_z(v: Vector4, beta: float) -> Vector4:
-    gamma = 1.0 / math.sqrt(1.0 - beta * beta)
-    e, px, py, pz = v
-    return gamma * (e + beta * pz), px, py, gamma * (pz + beta * e)
+def fill_chunk(chunk: Chunk) -> ChunkResult:
+    """Read one chunk's branch with uproot (on the worker) and histogram every value in it."""
+    import awkward as ak
+    import uproot
+
+    source = chunk.source
+    with uproot.open(source.path) as file:
+        values = file[source.tree][source.branch].array(
+            entry_start=chunk.start, entry_stop=chunk.stop, library="ak"
+        )
+    histogram = new_histogram(source.branch)
+    histogram.fill(ak.to_numpy(ak.flatten(values, axis=None)))
+    return ChunkResult(chunk, histogram, len(values), _worker_name())
 
 
-def _smear(rng: random.Random, v: Vector4) -> Vector4:
-    _, px, py, pz = v
-    k = 1.0 + rng.gauss(0.0, MOMENTUM_RESOLUTION)
-    px, py, pz = px * k, py * k, pz * k
-    return math.sqrt(px * px + py * py + pz * pz + MUON_MASS_GEV**2), px, py, pz
+def merge(results: Sequence[ChunkResult]) -> Histogram:
+    """The sum of the chunks' histograms."""
+    if not results:
+        raise ValueError("no chunk results to merge")
+    return functools.reduce(operator.add, (r.histogram for r in results))
 
 
-def invariant_mass(a: Vector4, b: Vector4) -> float:
-    """The invariant mass (GeV) of two four-vectors."""
-    e, px, py, pz = (a[i] + b[i] for i in range(4))
-    return math.sqrt(max(e * e - px * px - py * py - pz * pz, 0.0))
+def peak(histogram: Histogram) -> Peak:
+    """The fullest in-range bin (the lowest one on a tie)."""
+    counts = histogram.values()
+    index = int(np.argmax(counts))
+    edges = histogram.axes[0].edges
+    return Peak(index, float(edges[index]), float(edges[index + 1]), int(counts[index]))
 
 
-def simulate_chunk(seed: int, events: int) -> ChunkResult:
-    """Generate ``events`` dimuon events with ``seed``; histogram their invariant mass."""
-    rng = random.Random(seed)  # noqa: S311 - a simulation, reproducible per seed
-    counts = [0] * BINS
-    for _ in range(events):
-        is_signal = rng.random() < SIGNAL_FRACTION
-        mass = _breit_wigner(rng) if is_signal else _background_mass(rng)
-        if not MUON_MASS_GEV * 2 < mass < 2 * MASS_MAX_GEV:
-            continue
-        mu1, mu2 = _decay(rng, mass)
-        beta = math.tanh(rng.gauss(0.0, 1.0))  # the pair's rapidity along the beam
-        mu1, mu2 = _smear(rng, _boost_z(mu1, beta)), _smear(rng, _boost_z(mu2, beta))
-        m = invariant_mass(mu1, mu2)
-        if MASS_MIN_GEV <= m < MASS_MAX_GEV:
-            counts[int((m - MASS_MIN_GEV) / (MASS_MAX_GEV - MASS_MIN_GEV) * BINS)] += 1
-    return ChunkResult(counts, _worker_name(), events)
+def text_plot(histogram: Histogram, unit: str = "") -> list[str]:
+    """The bins around the peak as text bars, the peak bin's bar ``PLOT_WIDTH`` long."""
+    top = peak(histogram)
+    counts, edges = histogram.values(), histogram.axes[0].edges
+    first, last = max(0, top.index - PLOT_HALF_WIDTH), min(BINS, top.index + PLOT_HALF_WIDTH + 1)
+    suffix = f" {unit}" if unit else ""
+    labels = [f"{edges[i]:g}-{edges[i + 1]:g}{suffix}" for i in range(first, last)]
+    width = max(len(label) for label in labels)
+    lines = []
+    for i, label in zip(range(first, last), labels, strict=True):
+        bar = "#" * round(PLOT_WIDTH * counts[i] / top.count) if top.count else ""
+        lines.append(f"{label:>{width}} |{bar:<{PLOT_WIDTH}} {counts[i]:g}")
+    return lines
+
+
+def lazy_counts(sources: Sequence[Source], step_size: int) -> tuple[dask.array.Array, int]:
+    """The histogram as a physicist writes it: ``uproot.dask``, then ``dask.array.histogram``.
+
+    Nothing is read yet: computing the counts on a cluster reads ``step_size`` entries per
+    partition on the workers. They include under- and overflow, as
+    :func:`counts_as_histogram` expects them; the int is the number of partitions.
+    """
+    import dask.array as da
+    import uproot
+
+    branch = sources[0].branch
+    files = {s.path: s.tree for s in sources}
+    values = uproot.dask(files, filter_name=[branch], step_size=step_size, library="np")[branch]
+    if any(s.jagged for s in sources):
+        values = values.map_blocks(_flatten_block, dtype=np.float64, chunks=(np.nan,))
+    edges = np.concatenate([[-np.inf], new_histogram(branch).axes[0].edges, [np.inf]])
+    counts, _ = da.histogram(values, bins=edges)  # type: ignore[no-untyped-call]
+    return counts, int(values.numblocks[0])
+
+
+def counts_as_histogram(counts: Any, label: str) -> Histogram:
+    """A histogram holding ``counts`` (underflow, the ``BINS`` bins, overflow)."""
+    histogram = new_histogram(label)
+    histogram.view(flow=True)[...] = np.asarray(counts)
+    return histogram
+
+
+def _flatten_block(block: Any) -> Any:
+    """One partition of a jagged branch (an object array of arrays) as one flat array."""
+    parts = [np.asarray(entry, dtype=np.float64).ravel() for entry in block]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.float64)
 
 
 def _worker_name() -> str:
@@ -96,24 +179,5 @@ def _worker_name() -> str:
         from distributed import get_worker
 
         return str(get_worker().name)
-    except (ImportError, ValueError):  # not on a Dask worker (e.g. a local test)
+    except ValueError:  # not on a Dask worker (a local test)
         return "local"
-
-
-def merge(chunks: Sequence[ChunkResult]) -> list[int]:
-    """The summed histogram of several chunks."""
-    total = [0] * BINS
-    for chunk in chunks:
-        total = [a + b for a, b in zip(total, chunk.counts, strict=True)]
-    return total
-
-
-def bin_range_gev(index: int) -> tuple[float, float]:
-    """The (low, high) edges of histogram bin ``index`` in GeV."""
-    width = (MASS_MAX_GEV - MASS_MIN_GEV) / BINS
-    return MASS_MIN_GEV + index * width, MASS_MIN_GEV + (index + 1) * width
-
-
-def peak_bin(counts: Sequence[int]) -> int:
-    """The index of the fullest bin."""
-    return max(range(len(counts)), key=lambda i: counts[i])
