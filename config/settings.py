@@ -33,10 +33,31 @@ def _host(value: str) -> str:
     return value
 
 
+def _word(value: str) -> str:
+    if not value or any(c.isspace() for c in value):
+        raise ValueError("a name without spaces")
+    return value
+
+
+def _sbatch_option(value: str) -> str:
+    if not value.startswith("--") or any(c in value for c in "\r\n\0"):
+        raise ValueError("an sbatch option on one line, starting with --")
+    return value
+
+
+def _absolute_path(value: str) -> str:
+    if not value.startswith("/") or any(c in value for c in "\r\n\0"):
+        raise ValueError("an absolute path")
+    return value
+
+
 Seconds = Annotated[int, Field(ge=0)]
 PositiveSeconds = Annotated[int, Field(ge=1)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
 Host = Annotated[str, AfterValidator(_host)]
+Word = Annotated[str, AfterValidator(_word)]
+SbatchOption = Annotated[str, AfterValidator(_sbatch_option)]
+AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
 Fallback = Literal["batch", "exit"]
 
 
@@ -61,6 +82,11 @@ class PodSettings(BaseModel):
     masterqueue_url: HttpUrl = "http://127.0.0.1:8886"
     master_hosts: list[Host] = Field(default_factory=lambda: ["localhost"])
     config_refresh_s: PositiveSeconds = 60
+    # The Slurm backend of the site factory (read by ``podgrid site run --backend slurm``).
+    slurm_partition: Word | None = None
+    slurm_account: Word | None = None
+    slurm_options: list[SbatchOption] = Field(default_factory=list)
+    slurm_env_script: AbsolutePath | None = None
 
 
 # LDAP attribute name -> PodSettings field: the only place the two spellings meet.
@@ -77,10 +103,23 @@ ATTRIBUTE_FIELDS: dict[str, str] = {
     "podMasterQueueURL": "masterqueue_url",
     "podMasterHosts": "master_hosts",
     "podConfigRefresh": "config_refresh_s",
+    "podSlurmPartition": "slurm_partition",
+    "podSlurmAccount": "slurm_account",
+    "podSlurmOption": "slurm_options",
+    "podSlurmEnvScript": "slurm_env_script",
 }
 FIELD_ATTRIBUTES: dict[str, str] = {f: a for a, f in ATTRIBUTE_FIELDS.items()}
-MULTI_VALUED: frozenset[str] = frozenset({"master_hosts"})
-_NOT_INTEGER: frozenset[str] = frozenset({"fallback", "registry_url", "masterqueue_url"})
+MULTI_VALUED: frozenset[str] = frozenset({"master_hosts", "slurm_options"})
+_NOT_INTEGER: frozenset[str] = frozenset(
+    {
+        "fallback",
+        "registry_url",
+        "masterqueue_url",
+        "slurm_partition",
+        "slurm_account",
+        "slurm_env_script",
+    }
+)
 _INTEGER_TEXT = re.compile(r"-?[0-9]+")
 
 _EXPECTED: dict[str, str] = {
@@ -92,6 +131,10 @@ _EXPECTED: dict[str, str] = {
     "registry_url": "an http:// or https:// URL with a host",
     "masterqueue_url": "an http:// or https:// URL with a host",
     "master_hosts": "host names without spaces",
+    "slurm_partition": "a partition name without spaces",
+    "slurm_account": "an account name without spaces",
+    "slurm_options": "sbatch options, one per value, each starting with --",
+    "slurm_env_script": "an absolute path",
 }
 
 

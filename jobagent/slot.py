@@ -1,7 +1,8 @@
 """The batch slot an agent runs on: cores, memory, remaining TTL and packages.
 
 Each value comes from the first source that has it: the command-line flags, then the
-environment a batch system sets (Slurm's ``SLURM_*``, PBS/Torque's ``PBS_*``/``NCPUS``), then
+environment a batch system sets (Slurm's ``SLURM_*`` and, for the TTL, the job's end time from
+``squeue``; PBS/Torque's ``PBS_*``/``NCPUS``), then
 the machine itself (psutil) and, for the TTL, the configuration's ``podAgentTTL``.
 """
 
@@ -18,6 +19,7 @@ import psutil
 
 from podgrid.config import environment
 from podgrid.errors import PodGridError
+from podgrid.jobagent.slot_slurm import job_end_epoch
 from podgrid.protocol import SlotDescription
 
 PACKAGES_ENV: Final = environment.SLOT_PACKAGES  # comma-separated packages the slot offers
@@ -112,10 +114,14 @@ def memory_from_env(env: Mapping[str, str], cores: int) -> tuple[int, str] | Non
 
 
 def ttl_from_env(env: Mapping[str, str], now_epoch_s: float) -> tuple[float, str] | None:
-    """Seconds left in the batch job (``SLURM_JOB_END_TIME`` is an epoch time)."""
+    """Seconds left in the batch job: ``SLURM_JOB_END_TIME`` (an epoch time) where Slurm sets
+    it, else the job's end time as ``squeue`` tells it (:mod:`podgrid.jobagent.slot_slurm`)."""
     end = _int_env(env, "SLURM_JOB_END_TIME")
     if end:
         return max(0.0, end - now_epoch_s), "SLURM_JOB_END_TIME"
+    end = job_end_epoch(env)
+    if end:
+        return max(0.0, end - now_epoch_s), "squeue %e"
     return None
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from podgrid.cli import main
 from podgrid.config import ATTRIBUTE_FIELDS
+from podgrid.config.hierarchy import BUILTIN_DEFAULT
 from tests.config.ldif_samples import CE_DN, CONFIG_DN, SITE_DN, with_lines
 from tests.harness.ports import free_port
 from tests.harness.slapd import SlapdServer
@@ -52,7 +53,8 @@ def test_show_json(capsys: pytest.CaptureFixture[str]) -> None:
 def test_show_reports_a_missing_site(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "show", "--site", "x)(objectClass=*", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert set(doc["sources"].values()) == {CONFIG_DN}
+    # ou=Config, or the built-in default for what it leaves unset (the Slurm backend's).
+    assert set(doc["sources"].values()) == {CONFIG_DN, BUILTIN_DEFAULT}
     assert doc["missing_levels"] == ["ou=x)(objectClass\\=*,ou=Sites,o=podgrid"]
 
 

@@ -60,7 +60,7 @@ def test_names_match_case_insensitively_like_ldap() -> None:
 def test_unknown_site_and_ce_fall_back_and_say_so() -> None:
     r = resolve(default_ldif(), "Nowhere", "no-ce")
     assert r.settings.poll_interval_s == 5
-    assert set(r.sources.values()) == {CONFIG_DN}
+    assert set(r.sources.values()) == {CONFIG_DN, BUILTIN_DEFAULT}  # Slurm: no default
     assert r.used_defaults
     assert r.missing_levels == (
         "name=no-ce,ou=CE,ou=Services,ou=Nowhere,ou=Sites,o=podgrid",
@@ -70,7 +70,7 @@ def test_unknown_site_and_ce_fall_back_and_say_so() -> None:
 
 def test_filter_injection_in_site_and_ce_names_finds_nothing() -> None:
     r = resolve(default_ldif(), INJECTION, INJECTION)
-    assert set(r.sources.values()) == {CONFIG_DN}
+    assert set(r.sources.values()) == {CONFIG_DN, BUILTIN_DEFAULT}  # Slurm: no default
     assert len(r.missing_levels) == 2
     assert r.settings == resolve(default_ldif()).settings
 
@@ -186,5 +186,5 @@ def test_any_site_name_misses_cleanly_in_the_ldif(name: str) -> None:
             resolve(default_ldif(), name, name)
         return
     r = resolve(default_ldif(), name, name)
-    assert set(r.sources.values()) == {CONFIG_DN}
+    assert set(r.sources.values()) == {CONFIG_DN, BUILTIN_DEFAULT}  # Slurm: no default
     assert len(r.missing_levels) == 2

@@ -7,7 +7,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from podgrid.config import ConfigSourceError, ConfigValueError, default_ldif, resolve
+from podgrid.config import (
+    BUILTIN_DEFAULT,
+    ConfigSourceError,
+    ConfigValueError,
+    default_ldif,
+    resolve,
+)
 from tests.config.ldif_samples import CE_DN, CONFIG_DN
 from tests.harness.ports import free_port
 from tests.harness.slapd import LdapSite, SlapdServer
@@ -32,7 +38,7 @@ def test_ldap_and_ldif_give_the_same_settings_and_origins(
 
 def test_filter_injection_finds_nothing_and_breaks_nothing(slapd: SlapdServer) -> None:
     r = resolve(slapd.url, INJECTION, INJECTION)
-    assert set(r.sources.values()) == {CONFIG_DN}
+    assert set(r.sources.values()) == {CONFIG_DN, BUILTIN_DEFAULT}  # Slurm: no default
     assert len(r.missing_levels) == 2
     # The server is still fine afterwards.
     assert resolve(slapd.url, "Local", "local-ce").sources["poll_duration_s"] == CE_DN
@@ -48,7 +54,7 @@ def test_filter_injection_finds_nothing_and_breaks_nothing(slapd: SlapdServer) -
 )
 def test_any_site_name_either_misses_or_matches_cleanly(slapd: SlapdServer, name: str) -> None:
     r = resolve(slapd.url, name, name)
-    assert set(r.sources.values()) == {CONFIG_DN}
+    assert set(r.sources.values()) == {CONFIG_DN, BUILTIN_DEFAULT}  # Slurm: no default
     assert len(r.missing_levels) == 2
 
 
