@@ -30,9 +30,13 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from podgrid.config import set_testing, setup_logging
+from podgrid.jobagent.attach import BrokerPass
+from podgrid.jobagent.vouch import Vouchers
+from podgrid.masterqueue import keys as mq_keys
 from podgrid.masterqueue.client import MasterQueueClient
 from podgrid.masterqueue.service import RunningMasterQueue, run_masterqueue
 from podgrid.masterqueue.settings import MasterQueueSettings
+from podgrid.masterqueue.signing import load_sign_key, sign_secret
 from podgrid.monitoring.client import RegistryClient
 from podgrid.monitoring.service import RunningRegistry, run_registry
 from podgrid.monitoring.settings import RegistrySettings
@@ -93,6 +97,8 @@ class Bench:
         host, port = self.registry.udp_addr
         env = {k: v for k, v in os.environ.items() if not k.startswith("PODGRID_")}
         env["PODGRID_TOKEN"] = token
+        key = load_sign_key(self.mq.app[mq_keys.SETTINGS].sign_key_path)
+        env["PODGRID_SIGN_SECRET"] = sign_secret(key, record.id)  # as the launcher does
         argv = [
             sys.executable,
             "-m",
@@ -124,6 +130,16 @@ class Bench:
                     raise RuntimeError(f"broker exited: {log_path.read_text()[-2000:]}")
                 await asyncio.sleep(0.005)
 
+    async def broker_pass(self, request_id: int, url: str) -> BrokerPass:
+        """The pass an agent gets from the master queue: a ticket, the broker CA and name."""
+        async with MasterQueueClient(self.mq.url, self.agent) as client:
+            vouchers = Vouchers(client, refresh_min_s=0.01)
+            for _ in range(1000):  # until the broker's first report reached the queue
+                if (found := await vouchers.genuine(str(request_id), url)) is not None:
+                    return found
+                await asyncio.sleep(0.01)
+        raise RuntimeError(f"the master queue never vouched for broker {request_id}")
+
     async def stop_brokers(self) -> None:
         """SIGTERM every broker process and wait for it."""
         for proc in self.procs:
@@ -134,25 +150,32 @@ class Bench:
 
 
 async def attach(
-    session: aiohttp.ClientSession, url: str, token: str, agent: str
+    session: aiohttp.ClientSession, url: str, broker: BrokerPass, agent: str
 ) -> tuple[int, float]:
     """One attach; (status, seconds)."""
     started = time.perf_counter()
-    headers = {"Authorization": f"Bearer {token}"}
-    async with session.post(f"{url}/v1/attach", json=slot(agent), headers=headers) as resp:
+    headers = {"Authorization": f"Bearer {broker.ticket}"}
+    async with session.post(
+        f"{url}/v1/attach",
+        json=slot(agent),
+        headers=headers,
+        ssl=broker.context,
+        server_hostname=broker.server_name,
+    ) as resp:
         await resp.read()
         return resp.status, time.perf_counter() - started
 
 
 async def storm(bench: Bench, calls: int, places: int) -> None:
     """N concurrent attaches for P places."""
-    _, url, _, _ = await bench.broker(places)
+    rid, url, _, _ = await bench.broker(places)
+    broker = await bench.broker_pass(rid, url)
     connector = aiohttp.TCPConnector(limit=calls)
     async with aiohttp.ClientSession(connector=connector) as session:
-        await attach(session, url, bench.agent, "warm-up")  # token check cached, connection up
+        await attach(session, url, broker, "warm-up")  # a TLS connection up
         started = time.perf_counter()
         answers = await asyncio.gather(
-            *(attach(session, url, bench.agent, f"agent-{i}") for i in range(calls))
+            *(attach(session, url, broker, f"agent-{i}") for i in range(calls))
         )
         wall_s = time.perf_counter() - started
     granted = sum(1 for status, _ in answers if status == 200) + 1  # + the warm-up's place
@@ -168,12 +191,13 @@ async def storm(bench: Bench, calls: int, places: int) -> None:
 
 async def handshake(bench: Bench, n: int) -> None:
     """One attach at a time: the latency an agent sees."""
-    _, url, _, _ = await bench.broker(n + 1)
+    rid, url, _, _ = await bench.broker(n + 1)
+    broker = await bench.broker_pass(rid, url)
     async with aiohttp.ClientSession() as session:
-        await attach(session, url, bench.agent, "warm-up")
+        await attach(session, url, broker, "warm-up")
         times = []
         for i in range(n):
-            status, seconds = await attach(session, url, bench.agent, f"hs-{i}")
+            status, seconds = await attach(session, url, broker, f"hs-{i}")
             assert status == 200, status
             times.append(seconds)
     print(

@@ -1,11 +1,15 @@
 """The attach API agents call (``POST /v1/attach``, ``/v1/detach``) and ``POST /v1/sign``.
 
-Bodies and answers are :mod:`podgrid.protocol`'s: ``POST /v1/attach`` takes an
+Served over HTTPS only, with a certificate the master queue signed for this request. Agents
+authenticate with an attach ticket (``Authorization: Bearer <ticket>``) the master queue made
+for them with this request's sign secret, checked here with no round trip
+(:func:`podgrid.masterqueue.signing.check_ticket`): an agent's own token never reaches a
+broker, whose scheduler runs code of its owner. Bodies and answers are :mod:`podgrid.protocol`'s: ``POST /v1/attach`` takes an
 ``AttachRequest`` (the slot and a CSR for a key the agent made) → 200 ``AttachGrant`` (a
 certificate for the CSR's key saying ``worker:<reserved name>``, valid for the cluster's life;
 no key) | 409 (error body with ``reason`` ``full``, ``closed`` or ``requirements``, and
 ``unmet`` for the last) | 401 | 400 (field errors; an unacceptable CSR is ``bad_csr`` on
-``csr``, checked before a place is taken) | 503 (token not checkable now). The check and the
+``csr``, checked before a place is taken). The check and the
 grant happen with no ``await`` in between (see :mod:`podgrid.broker.places`).
 ``POST /v1/detach`` takes a ``DetachRequest`` → 200 ``DetachReply`` | 404 (no such place of
 that agent) | 401.
@@ -31,7 +35,8 @@ from podgrid.broker import keys
 from podgrid.broker.cluster import Broker
 from podgrid.broker.places import NoPlace, Place
 from podgrid.broker.tls import BadCSR, load_csr, worker_cn
-from podgrid.errors import BadRequest, Conflict, NotFound, ServiceUnavailable, Unauthorized
+from podgrid.errors import BadRequest, Conflict, NotFound, Unauthorized
+from podgrid.masterqueue.signing import check_ticket
 from podgrid.protocol import (
     AttachGrant,
     AttachRequest,
@@ -52,17 +57,16 @@ def _unauthorized(message: str) -> Unauthorized:
     return Unauthorized(message, headers={"WWW-Authenticate": "Bearer"})
 
 
-async def _authorize(request: web.Request) -> None:
-    token = bearer_token(request)  # None also for non-ASCII bytes: a 401, never a 500
-    if token is None:
-        raise _unauthorized("an agent token is needed: Authorization: Bearer …")
-    verdict = await request.app[keys.TOKENS].check(token)
-    if verdict == "unavailable":
-        raise ServiceUnavailable(
-            "the master queue cannot be reached", code="token_check_unavailable"
-        )
-    if verdict != "ok":
-        raise _unauthorized("invalid or non-agent token")
+def _authorize(request: web.Request) -> str:
+    """The agent an attach ticket was made for (401 without a valid, unexpired one)."""
+    ticket = bearer_token(request)  # None also for non-ASCII bytes: a 401, never a 500
+    secret = request.app[keys.SETTINGS].sign_secret
+    if ticket is None or secret is None:
+        raise _unauthorized("an attach ticket is needed: Authorization: Bearer <ticket>")
+    agent = check_ticket(secret, ticket, time.time())
+    if agent is None:
+        raise _unauthorized("not a valid attach ticket of this server (or it expired)")
+    return agent
 
 
 async def _body(request: web.Request, model: type[M]) -> M:
@@ -106,7 +110,7 @@ async def attach(request: web.Request) -> web.Response:
     started = time.perf_counter()
     metrics = request.app[keys.METRICS]
     try:
-        await _authorize(request)
+        _authorize(request)
     except Unauthorized:
         metrics.attaches.labels(outcome="unauthorized").inc()
         raise
@@ -147,7 +151,7 @@ async def attach(request: web.Request) -> web.Response:
 
 async def detach(request: web.Request) -> web.Response:
     """``POST /v1/detach``: give back a reservation, or retire the agent's running worker."""
-    await _authorize(request)
+    _authorize(request)
     body = await _body(request, DetachRequest)
     broker = request.app[keys.BROKER]
     if broker.places.release(body.name, body.agent_id) is not None:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import ssl
+
 from aiohttp import web
 
-from podgrid.broker.agent_auth import AgentTokens
 from podgrid.broker.cluster import Broker
 from podgrid.broker.metrics import BrokerMetrics
 from podgrid.broker.settings import BrokerSettings
 
 SETTINGS = web.AppKey("settings", BrokerSettings)
 BROKER = web.AppKey("broker", Broker)
-TOKENS = web.AppKey("tokens", AgentTokens)
+HTTPS = web.AppKey("https", ssl.SSLContext)  # the attach API's, from the master queue's CA
 METRICS = web.AppKey("metrics", BrokerMetrics)

@@ -16,24 +16,27 @@ import asyncio
 import contextlib
 import os
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from podgrid.https import client_session, listen_tls
+from podgrid.protocol.csr import csr_for, new_private_key
 from podgrid.broker import attach, keys
-from podgrid.broker.agent_auth import AgentTokens, masterqueue_lookup
 from podgrid.broker.cluster import Broker
 from podgrid.broker.metrics import BrokerMetrics
 from podgrid.broker.publisher import Publication
 from podgrid.broker.reporter import Reporter
-from podgrid.broker.settings import TOKEN_NEGATIVE_TTL_S, BrokerSettings
+from podgrid.broker.settings import BrokerSettings
 from podgrid.config import Change, ConfigRefresher, ResolvedConfig, default_ldif
-from podgrid.config.runtime import capture_signals
+from podgrid.config.runtime import capture_signals, private_dir, write_private_file
 from podgrid.errors import PodGridError
 from podgrid.masterqueue.client import MasterQueueClient
 from podgrid.masterqueue.signing import SIGN_SECRET_ENV
@@ -67,6 +70,23 @@ def _config_listener(app: web.Application) -> object:
     return on_change
 
 
+async def https_context(mq: MasterQueueClient, request_id: int, directory: Path) -> ssl.SSLContext:
+    """The attach API's server context: a key made here, certified by the master queue.
+
+    The key is written 0600 to ``directory`` (0700) for ``ssl``'s loader and never sent; the
+    certificate names the request (``request-<id>.brokers.podgrid``), which agents check.
+    """
+    key_pem = new_private_key()
+    reply = await mq.server_certificate(request_id, csr_for(key_pem))
+    private_dir(directory)
+    write_private_file(directory / "server.key", key_pem)
+    write_private_file(directory / "server.pem", reply.certificate)
+    context = listen_tls("", directory / "server.pem", directory / "server.key")
+    if context is None:  # not reached: both files were given
+        raise BrokerStartError("no HTTPS context for the attach API")
+    return context
+
+
 async def _runtime(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     refresher = ConfigRefresher(
@@ -74,12 +94,17 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         on_change=_config_listener(app),  # type: ignore[arg-type]
     )
     pod = (await refresher.start()).settings
-    async with aiohttp.ClientSession() as session:
+    async with client_session() as session:
         mq = MasterQueueClient(settings.masterqueue_url, settings.token, session)
         record = await mq.get_request(settings.request_id)
         if record.state in REQUEST_FINAL:
             await refresher.stop()
             raise BrokerStartError(f"request {record.id} is already {record.state.value}")
+        try:
+            app[keys.HTTPS] = await https_context(mq, record.id, settings.https_dir)
+        except BaseException:
+            await refresher.stop()
+            raise
         sink = open_publisher(
             settings.registry or pod.registry_url, settings.registry_token, settings.apmon_password
         )
@@ -92,11 +117,6 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
             publish_interval_s=settings.publish_interval_s or float(pod.publish_interval_s),
             server_idle_timeout_s=float(pod.server_idle_timeout_s),
             metrics=app[keys.METRICS],
-        )
-        app[keys.TOKENS] = AgentTokens(
-            masterqueue_lookup(settings.masterqueue_url, session),
-            ttl_s=settings.token_cache_ttl_s,
-            negative_ttl_s=TOKEN_NEGATIVE_TTL_S,
         )
         try:
             await broker.start_scheduler()
@@ -170,12 +190,12 @@ async def run_broker(settings: BrokerSettings) -> AsyncIterator[RunningBroker]:
     sock = _bind(settings.http_host, settings.http_port)
     host, port = sock.getsockname()[:2]
     shown = socket.getfqdn() if host in _WILDCARD_HOSTS else host
-    url = settings.public_url or f"http://{shown}:{port}"
+    url = settings.public_url or f"https://{shown}:{port}"
     app = create_app(settings.model_copy(update={"public_url": url}))
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=HTTP_SHUTDOWN_TIMEOUT_S)
     try:
         await runner.setup()
-        await web.SockSite(runner, sock).start()
+        await web.SockSite(runner, sock, ssl_context=app[keys.HTTPS]).start()
         broker = app[keys.BROKER]
         broker.begin(url)
         log.info("broker.started", url=url, took_s=round(time.monotonic() - started, 3))

@@ -22,8 +22,6 @@ from podgrid.monitoring.publish_target import publish_target
 LIFETIME_MARGIN_S = 30  # seconds a worker retires before its batch slot ends
 MIN_LIFETIME_S = 60  # seconds of useful work a slot must still offer
 SHUTDOWN_TIMEOUT_S = 10.0  # seconds for retiring workers and closing the scheduler
-TOKEN_CACHE_TTL_S = 30.0  # seconds an accepted agent token stays trusted (= revocation delay)
-TOKEN_NEGATIVE_TTL_S = 2.0  # seconds a refused agent token stays refused without asking again
 
 
 class BrokerSettings(BaseModel):
@@ -57,7 +55,6 @@ class BrokerSettings(BaseModel):
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
     lifetime_margin_s: int = Field(default=LIFETIME_MARGIN_S, ge=0)
     min_lifetime_s: int = Field(default=MIN_LIFETIME_S, ge=1)
-    token_cache_ttl_s: float = Field(default=TOKEN_CACHE_TTL_S, ge=0)
     shutdown_timeout_s: float = Field(default=SHUTDOWN_TIMEOUT_S, gt=0)
 
     @field_validator("registry")
@@ -76,3 +73,8 @@ class BrokerSettings(BaseModel):
     def tls_dir(self) -> Path:
         """The private directory of this cluster's TLS files."""
         return self.state_dir / "brokers" / str(self.request_id) / "tls"
+
+    @property
+    def https_dir(self) -> Path:
+        """The private directory of the attach API's HTTPS key and certificate."""
+        return self.state_dir / "brokers" / str(self.request_id) / "https"

@@ -39,6 +39,9 @@ APMON_PASSWORD: Final = _variable(
 SIGN_SECRET: Final = _variable(
     "PODGRID_SIGN_SECRET", "a broker's per-request secret for POST /v1/sign (set by the launcher)"
 )
+CA_FILE: Final = _variable(
+    "PODGRID_CA_FILE", "PEM CAs trusted for PoD Grid's HTTPS services, besides the system's"
+)
 SITE: Final = _variable("PODGRID_SITE", "the grid site of a job agent or site factory")
 CE: Final = _variable("PODGRID_CE", "the computing element of a job agent or site factory")
 SLOT_PACKAGES: Final = _variable(
@@ -55,6 +58,7 @@ SANDBOX: Final = _variable(
 __all__ = [
     "AGENT_ID",
     "APMON_PASSWORD",
+    "CA_FILE",
     "CE",
     "JOB_ID",
     "REGISTRY_TOKEN",

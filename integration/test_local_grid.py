@@ -7,14 +7,17 @@ a child subreaper, so anything that outlived its parent is re-parented here and 
 from __future__ import annotations
 
 import ctypes
+import http.client
 import json
 import os
 import re
 import signal
+import ssl
 import stat
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -132,10 +135,20 @@ def test_up_serves_a_second_terminal_and_stops_cleanly_on_sigterm(
             time.sleep(0.1)
         assert stat.S_IMODE(endpoints.stat().st_mode) == 0o600
         doc = json.loads(endpoints.read_text())
-        assert doc["masterqueue_url"].startswith("http://127.0.0.1:")
+        assert doc["masterqueue_url"].startswith("https://127.0.0.1:")
+        assert doc["registry_url"].startswith("https://127.0.0.1:")
         assert doc["user_token"]
         assert doc["admin_token"]
-        assert doc["dashboard_url"].startswith("http://127.0.0.1:")
+        assert doc["dashboard_url"].startswith("https://127.0.0.1:")
+        # HTTPS from podgrid up's own CA (in endpoints.json); plain HTTP gets no answer.
+        tls = ssl.create_default_context(cafile=doc["ca_file"])
+        with urllib.request.urlopen(doc["masterqueue_url"] + "/healthz", context=tls) as resp:
+            assert resp.status == 200
+        plain = doc["masterqueue_url"].replace("https://", "http://") + "/healthz"
+        with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+            urllib.request.urlopen(plain, timeout=5)
+        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+            urllib.request.urlopen(doc["registry_url"] + "/healthz", timeout=5)  # system CAs
 
         # The attack: pose as a PoD server with one datagram. podgrid up's registry wants
         # the ApMon password it made, so the fake entry never shows (and no agent sees it).
@@ -144,10 +157,12 @@ def test_up_serves_a_second_terminal_and_stops_cleanly_on_sigterm(
         fake = encode("PoD_Masters", "9999", {"Address": "http://127.0.0.1:9/", "NeededWorkers": 5})
         send_udp((udp.group(1), int(udp.group(2))), fake)
         time.sleep(0.3)
-        with urllib.request.urlopen(doc["registry_url"] + "/metrics", timeout=5) as resp:
+        with urllib.request.urlopen(doc["registry_url"] + "/metrics", context=tls) as resp:
             metrics = resp.read().decode()
         assert 'podgrid_registry_datagrams_dropped_total{reason="bad_password"} 1.0' in metrics
-        with urllib.request.urlopen(doc["registry_url"] + "/rest/*/PoD_Masters/9999/*") as resp:
+        with urllib.request.urlopen(
+            doc["registry_url"] + "/rest/*/PoD_Masters/9999/*", context=tls
+        ) as resp:
             assert resp.read() == b""
 
         request = tmp_path / "one-worker.toml"

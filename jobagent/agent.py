@@ -34,6 +34,7 @@ from podgrid.jobagent.servers import ServerOffer, weighted_order
 from podgrid.jobagent.settings import MAX_BACKOFF_S, AgentSettings
 from podgrid.jobagent.slot import Slot
 from podgrid.jobagent.status import Accounting, Activity, AgentState, StatusReporter
+from podgrid.jobagent.attach import BrokerPass
 from podgrid.jobagent.vouch import Vouchers
 from podgrid.jobagent.worker import WorkerRun
 from podgrid.masterqueue.client import MasterQueueClient
@@ -180,9 +181,10 @@ class Agent:
         for offer in weighted_order(offers, self.rng):
             if self.stopping.is_set():
                 return False
-            if not await self.vouchers.genuine(offer.request_id, offer.address):
+            broker = await self.vouchers.genuine(offer.request_id, offer.address)
+            if broker is None:
                 self._refused[offer.request_id] = time.monotonic() + self.settings.refused_s
-                continue  # not a server of this grid: it never sees our token
+                continue  # not a server of this grid: we never talk to it
             self._enter(AgentState.ATTACHING, "worker", Server=offer.request_id, JobId=0)
             started = time.monotonic()
             slot = self.slot.description()
@@ -190,9 +192,7 @@ class Agent:
                 update={"ttl_s": max(1, slot.ttl_s - int(self.settings.exit_margin_s))}
             )
             try:
-                grant = await attach_api.attach(
-                    self.session, offer.address, self.settings.token, slot
-                )
+                grant = await attach_api.attach(self.session, offer.address, broker, slot)
             except attach_api.AttachRefused as e:
                 self.tally.refusals += 1
                 self._refused[offer.request_id] = time.monotonic() + self.settings.refused_s
@@ -214,11 +214,13 @@ class Agent:
             if self.stopping.is_set():
                 await self._detach(offer, grant)  # stopped while asking: give the place back
                 return False
-            await self._run_worker(offer, grant, started)
+            await self._run_worker(offer, grant, started, broker)
             return True
         return False
 
-    async def _run_worker(self, offer: ServerOffer, grant: AttachGrant, started: float) -> None:
+    async def _run_worker(
+        self, offer: ServerOffer, grant: AttachGrant, started: float, broker: BrokerPass
+    ) -> None:
         idle_timeout_s = float(self.pod.worker_idle_timeout_s)  # read per worker: refreshes apply
         run = WorkerRun(
             grant,
@@ -239,7 +241,7 @@ class Agent:
         registered = asyncio.create_task(self._note_registered(run, offer, started))
         end = await run.supervise(
             self.stopping,
-            lambda: attach_api.alive(self.session, offer.address),
+            lambda: attach_api.alive(self.session, offer.address, broker),
             self.settings.heartbeat_s,
             started,
         )
@@ -279,9 +281,13 @@ class Agent:
         )
 
     async def _detach(self, offer: ServerOffer, grant: AttachGrant) -> None:
-        await attach_api.detach(
-            self.session, offer.address, self.settings.token, self.slot.agent_id, grant.name
-        )
+        # A fresh pass: the worker may have outlived the ticket it attached with. No pass
+        # means the request is no longer active, and its broker frees the place by itself.
+        broker = await self.vouchers.genuine(offer.request_id, offer.address)
+        if broker is not None:
+            await attach_api.detach(
+                self.session, offer.address, broker, self.slot.agent_id, grant.name
+            )
 
     async def _batch_round(self) -> list[ServerOffer]:
         """Take and run batch jobs while there are some; stop early when a server appears."""

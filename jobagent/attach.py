@@ -1,4 +1,9 @@
-"""Talking to a broker's attach API (HTTP; the messages are :mod:`podgrid.protocol`'s).
+"""Talking to a broker's attach API (HTTPS; the messages are :mod:`podgrid.protocol`'s).
+
+Every call carries a :class:`BrokerPass` from the master queue (:mod:`podgrid.jobagent.vouch`):
+the attach ticket shown instead of the agent's token, and the TLS context trusting the broker
+CA alone with the name the broker's certificate must have, so a call reaches the genuine
+broker of that request or fails before anything is sent.
 
 ``POST {Address}/v1/attach`` with the slot and a CSR → a :class:`WorkerGrant` (worker name,
 scheduler address, the worker certificate and cluster CA, nthreads, memory limit, lifetime,
@@ -9,6 +14,8 @@ cannot be reached). ``POST {Address}/v1/detach`` gives the place back.
 
 from __future__ import annotations
 
+import ssl
+from dataclasses import dataclass, field
 from typing import Final
 
 import aiohttp
@@ -50,12 +57,22 @@ def base_url(address: str) -> str:
     return address[: -len(suffix)] if address.endswith(suffix) else address
 
 
-def _headers(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+@dataclass(frozen=True, slots=True)
+class BrokerPass:
+    """What an agent needs to talk to one broker: its ticket, and how to know the broker."""
+
+    ticket: str = field(repr=False)
+    expires: int  # epoch seconds
+    server_name: str  # the name in the broker's certificate (request-<id>.brokers.podgrid)
+    context: ssl.SSLContext = field(repr=False)  # trusts the master queue's broker CA alone
+
+
+def _headers(broker: BrokerPass) -> dict[str, str]:
+    return {"Authorization": f"Bearer {broker.ticket}"}
 
 
 async def attach(
-    session: aiohttp.ClientSession, address: str, token: str, slot: SlotDescription
+    session: aiohttp.ClientSession, address: str, broker: BrokerPass, slot: SlotDescription
 ) -> WorkerGrant:
     """Ask for a place in the broker's cluster; :class:`AttachRefused` when there is none.
 
@@ -68,7 +85,12 @@ async def attach(
     body = AttachRequest(**slot.model_dump(), csr=csr_for(key_pem))
     try:
         async with session.post(
-            url, json=body.model_dump(mode="json"), headers=_headers(token), timeout=timeout
+            url,
+            json=body.model_dump(mode="json"),
+            timeout=timeout,
+            headers=_headers(broker),
+            ssl=broker.context,
+            server_hostname=broker.server_name,
         ) as resp:
             text = await resp.text()
             status = resp.status
@@ -86,7 +108,7 @@ async def attach(
 
 
 async def detach(
-    session: aiohttp.ClientSession, address: str, token: str, agent_id: str, name: str
+    session: aiohttp.ClientSession, address: str, broker: BrokerPass, agent_id: str, name: str
 ) -> bool:
     """Give the place back (best effort: False when the broker is gone or does not know it)."""
     url = base_url(address) + "/v1/detach"
@@ -95,19 +117,24 @@ async def detach(
         async with session.post(
             url,
             json=DetachRequest(agent_id=agent_id, name=name).model_dump(),
-            headers=_headers(token),
             timeout=timeout,
+            headers=_headers(broker),
+            ssl=broker.context,
+            server_hostname=broker.server_name,
         ) as resp:
             return resp.status == 200
     except (aiohttp.ClientError, TimeoutError):
         return False
 
 
-async def alive(session: aiohttp.ClientSession, address: str) -> bool:
+async def alive(session: aiohttp.ClientSession, address: str, broker: BrokerPass) -> bool:
     """Whether the broker still answers ``GET /healthz``."""
     timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
+    url = base_url(address) + "/healthz"
     try:
-        async with session.get(base_url(address) + "/healthz", timeout=timeout) as resp:
+        async with session.get(
+            url, timeout=timeout, ssl=broker.context, server_hostname=broker.server_name
+        ) as resp:
             return resp.status < 500
     except (aiohttp.ClientError, TimeoutError):
         return False

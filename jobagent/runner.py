@@ -16,6 +16,7 @@ from typing import Any, Final
 import aiohttp
 import structlog
 
+from podgrid.https import client_session
 from podgrid.config.refresher import ConfigRefresher
 from podgrid.config.runtime import capture_signals
 from podgrid.jobagent.agent import Agent
@@ -77,7 +78,7 @@ async def build_agent(settings: AgentSettings, flags: SlotFlags) -> AsyncIterato
     publisher = open_publisher(
         settings.registry_publish or registry_url, settings.registry_token, settings.apmon_password
     )
-    session = aiohttp.ClientSession()
+    session = client_session()
     try:
         registry = RegistryClient(registry_url, session)
         async with MasterQueueClient(mq_url, settings.token, session) as mq:

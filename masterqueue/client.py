@@ -31,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 from podgrid.config.request import RequestFormat, ServerRequest
 from podgrid.config.retry import retry_policy
 from podgrid.errors import ServerError, ServiceError, Unreachable
+from podgrid.https import client_session
 from podgrid.protocol import (
     Claim,
     ConnectionInfo,
@@ -48,6 +49,8 @@ from podgrid.protocol import (
     RequestRecord,
     RequestState,
     Role,
+    ServerCertificate,
+    ServerCertificateRequest,
     ServerList,
     SlotDescription,
     StateReply,
@@ -101,7 +104,7 @@ class MasterQueueClient:
 
     async def __aenter__(self) -> Self:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            self._session = client_session()
         return self
 
     async def __aexit__(
@@ -306,6 +309,14 @@ class MasterQueueClient:
         """The active requests' attach URLs the master queue vouches for (agent token)."""
         data = await self._call("GET", "/v1/servers", idempotent=True)
         return _model(ServerList, data)
+
+    async def server_certificate(self, request_id: int, csr: str) -> ServerCertificate:
+        """The HTTPS certificate of this request's broker for ``csr`` (its broker token)."""
+        body = ServerCertificateRequest(csr=csr).model_dump()
+        data = await self._call(
+            "POST", f"/v1/requests/{request_id}/certificate", json=body, idempotent=True
+        )
+        return _model(ServerCertificate, data)
 
     async def whoami(self) -> WhoAmI:
         """Who this client's token belongs to (401 :class:`Unauthorized` when unknown)."""

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from podgrid.masterqueue.loops import LaunchLoop
 from podgrid.masterqueue.metrics import MasterQueueMetrics
+from podgrid.pki import CertificateAuthority
 from podgrid.masterqueue.settings import MasterQueueSettings
 from podgrid.masterqueue.store import Store
 from podgrid.masterqueue.token_cache import TokenCache
@@ -28,5 +29,6 @@ STORE = web.AppKey("store", Store)
 METRICS = web.AppKey("metrics", MasterQueueMetrics)
 TOKENS = web.AppKey("tokens", TokenCache)
 RUNTIME = web.AppKey("runtime", Runtime)
+BROKER_CA = web.AppKey("broker_ca", CertificateAuthority)
 # The launcher loop (absent with launcher="none"); tests read its handles.
 LAUNCH_LOOP = web.AppKey("launch_loop", LaunchLoop)

@@ -3,8 +3,9 @@
 Hosts are used round-robin. On the chosen host the broker runs in its own session
 (``setsid``), so ``kill -9 -PGID`` reaches it and everything it started; a small ``sh``
 wrapper (the session leader) writes the broker's exit status to ``<log dir>/<id>.exit``. The
-per-request token travels on the SSH channel's stdin into the environment, never in argv or
-on disk. One SSH connection per host is kept open and re-opened when it drops.
+per-request token, the request's sign secret and the ApMon password travel on the SSH
+channel's stdin (``NAME=value`` lines) into the environment, never in a command line (which
+any user of the host can read in ``ps``) or on disk. One SSH connection per host is kept open and re-opened when it drops.
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ from podgrid.masterqueue.launcher import (
     LaunchHandle,
     describe_code,
 )
+from podgrid.config import environment
+from podgrid.masterqueue.signing import SIGN_SECRET_ENV, sign_secret
 from podgrid.protocol import RequestRecord
+
+# Never in a remote command line: sent on stdin.
+SECRET_NAMES = frozenset({environment.TOKEN, environment.SIGN_SECRET, environment.APMON_PASSWORD})
 
 SSH_CONNECT_TIMEOUT_S = 10.0
 SSH_COMMAND_TIMEOUT_S = 20.0
@@ -44,6 +50,7 @@ class SshLauncher:
         username: str | None = None,
         client_keys: Sequence[Path] = (),
         known_hosts: Path | None = None,
+        sign_key: bytes | None = None,
     ) -> None:
         if not hosts:
             raise ValueError("the ssh launcher needs at least one master host (podMasterHosts)")
@@ -54,6 +61,7 @@ class SshLauncher:
         self.username = username
         self.client_keys = [str(k) for k in client_keys]
         self.known_hosts = str(known_hosts) if known_hosts is not None else ()
+        self.sign_key = sign_key  # None: brokers cannot sign owner certificates
         self._next = 0
         self._conns: dict[str, asyncssh.SSHClientConnection] = {}
         self._lock = asyncio.Lock()
@@ -108,15 +116,24 @@ class SshLauncher:
         """Start the broker on ``host`` in its own session; OSError when that fails."""
         log, exit_file = self._paths(request.id)
         argv = [*self.command, "--request-id", str(request.id), "--masterqueue", env[URL_ENV]]
-        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        secrets = {TOKEN_ENV: broker_token}
+        if self.sign_key is not None:
+            secrets[SIGN_SECRET_ENV] = sign_secret(self.sign_key, request.id)
+        plain: dict[str, str] = {}
+        for name, value in env.items():
+            (secrets if name in SECRET_NAMES else plain)[name] = value
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in plain.items())
         wrapper = f'{shlex.join(argv)}; echo $? > "$0"'
+        # Each stdin line NAME=value is exported; an empty line ends them.
+        read_secrets = 'while IFS= read -r kv && [ -n "$kv" ]; do export "$kv" || exit 1; done'
         script = (
             f"mkdir -p {shlex.quote(str(self.log_dir))} && rm -f {shlex.quote(exit_file)} && "
-            f"IFS= read -r {TOKEN_ENV} && export {TOKEN_ENV} {exports} || exit 1\n"
+            f"{read_secrets} && export {exports} || exit 1\n"
             f"setsid sh -c {shlex.quote(wrapper)} {shlex.quote(exit_file)} "
             f"</dev/null >>{shlex.quote(log)} 2>&1 &\necho $!"
         )
-        out = await self._run(host, script, stdin=broker_token + "\n")
+        lines = "".join(f"{k}={v}\n" for k, v in secrets.items() if "\n" not in v)
+        out = await self._run(host, script, stdin=lines + "\n")
         try:
             pid = int(out.strip().splitlines()[-1])
         except (ValueError, IndexError) as e:

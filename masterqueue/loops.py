@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from pathlib import Path
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -92,6 +93,7 @@ class LaunchLoop:
         registry_url: str,
         stop_grace_s: float,
         apmon_password: str | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         self.store = store
         self.launcher = launcher
@@ -99,6 +101,7 @@ class LaunchLoop:
         self.url = url
         self.registry_url = registry_url
         self.apmon_password = apmon_password
+        self.ca_file = ca_file
         self.stop_grace_s = stop_grace_s
         self.handles: dict[int, LaunchHandle] = {}
         self.started_at: dict[int, float] = {}  # request id -> wall time its broker started
@@ -133,6 +136,8 @@ class LaunchLoop:
         env = {URL_ENV: url, REGISTRY_ENV: self.registry_url}
         if self.apmon_password:
             env[environment.APMON_PASSWORD] = self.apmon_password
+        if self.ca_file is not None:
+            env[environment.CA_FILE] = str(self.ca_file)
         try:
             handle = await self.launcher.start(record, token, env, host)
         except OSError as e:

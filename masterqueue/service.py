@@ -25,7 +25,9 @@ from sqlalchemy.engine import make_url
 from podgrid.config.hierarchy import default_ldif, resolve
 from podgrid.config.runtime import write_private_file
 from podgrid.errors import PodGridError
+from podgrid.https import listen_tls
 from podgrid.masterqueue import keys, views, views_jobs, views_servers
+from podgrid.masterqueue.broker_ca import load_broker_ca
 from podgrid.masterqueue.http_errors import masterqueue_middleware
 from podgrid.masterqueue.launcher import Launcher, LocalLauncher
 from podgrid.masterqueue.launcher_ssh import SshLauncher
@@ -36,6 +38,7 @@ from podgrid.masterqueue.signing import load_sign_key
 from podgrid.masterqueue.store import Store
 from podgrid.masterqueue.token_cache import TokenCache
 from podgrid.monitoring.publish_target import open_publisher
+from podgrid.web import start_site
 
 log = structlog.get_logger("podgrid.masterqueue")
 
@@ -117,6 +120,7 @@ def make_launcher(settings: MasterQueueSettings, master_hosts: list[str]) -> Lau
             username=settings.ssh_user,
             client_keys=settings.ssh_client_keys,
             known_hosts=settings.ssh_known_hosts,
+            sign_key=load_sign_key(settings.sign_key_path),
         )
     return None
 
@@ -157,6 +161,7 @@ async def _loops(app: web.Application) -> AsyncIterator[None]:
             registry_url=app[_REGISTRY_URL],
             stop_grace_s=settings.broker_stop_grace_s,
             apmon_password=settings.apmon_password,
+            ca_file=settings.ca_file,
         )
         app[keys.LAUNCH_LOOP] = launch
         tick = run_every(
@@ -186,6 +191,7 @@ def create_app(settings: MasterQueueSettings, store: Store | None = None) -> web
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = MasterQueueMetrics()
     app[keys.RUNTIME] = keys.Runtime()
+    app[keys.BROKER_CA] = load_broker_ca(settings.broker_ca_path)
     app.cleanup_ctx.append(_config)
     app.cleanup_ctx.append(_store_ctx(store))
     app.cleanup_ctx.append(_loops)
@@ -197,6 +203,7 @@ def create_app(settings: MasterQueueSettings, store: Store | None = None) -> web
     r.add_post("/v1/requests/{id}/connection", views.post_connection)
     r.add_delete("/v1/requests/{id}", views.cancel_request)
     r.add_post("/v1/requests/{id}/state", views.broker_state)
+    r.add_post("/v1/requests/{id}/certificate", views_servers.broker_certificate)
     r.add_post("/v1/jobs", views_jobs.submit_job)
     r.add_get("/v1/jobs", views_jobs.list_jobs)
     r.add_get("/v1/jobs/{id}", views_jobs.get_job)
@@ -234,14 +241,17 @@ async def run_masterqueue(
     settings: MasterQueueSettings, store: Store | None = None
 ) -> AsyncIterator[RunningMasterQueue]:
     """Serve the master queue on ``settings.http_host:http_port`` (0: a free port) until exit."""
+    context = listen_tls(
+        settings.http_host,
+        settings.tls_cert,
+        settings.tls_key,
+        insecure_http=settings.insecure_http,
+    )
     app = create_app(settings, store)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.http_host, settings.http_port)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        url = f"http://{host}:{port}"
+        url = await start_site(runner, settings.http_host, settings.http_port, context)
         runtime = app[keys.RUNTIME]
         runtime.url = url
         runtime.wake_launcher.set()

@@ -45,6 +45,9 @@ class MasterQueueSettings(BaseModel):
 
     http_host: str = "127.0.0.1"
     http_port: int = Field(DEFAULT_HTTP_PORT, ge=0, le=65535)
+    tls_cert: Path | None = Field(None, description="PEM certificate (chain) to serve HTTPS with")
+    tls_key: Path | None = Field(None, description="its PEM private key")
+    insecure_http: bool = Field(False, description="serve plain HTTP on a non-loopback address")
     state_dir: Path = Field(default_factory=default_state_dir)
     db_url: str = Field("", description="default: SQLite file <state_dir>/masterqueue.db")
     db_pool_size: int = Field(DEFAULT_DB_POOL_SIZE, ge=1, le=500)
@@ -88,6 +91,16 @@ class MasterQueueSettings(BaseModel):
         description="the key brokers' sign secrets derive from (default <state_dir>/sign.key; "
         "master queues sharing a database must share it)",
     )
+    ca_file: Path | None = Field(
+        None,
+        description="PEM CAs the brokers it starts trust (PODGRID_CA_FILE): for this master "
+        "queue's and the registry's HTTPS certificates when no system CA signed them",
+    )
+    broker_ca_file: Path | None = Field(
+        None,
+        description="the CA of brokers' HTTPS certificates, certificate and key "
+        "(default <state_dir>/broker-ca.pem; master queues sharing a database must share it)",
+    )
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)
 
     @model_validator(mode="before")
@@ -107,6 +120,11 @@ class MasterQueueSettings(BaseModel):
     def sign_key_path(self) -> Path:
         """The sign key file (0600, made on first use); see :mod:`podgrid.masterqueue.signing`."""
         return self.sign_key_file or self.state_dir / SIGN_KEY_FILE_NAME
+
+    @property
+    def broker_ca_path(self) -> Path:
+        """The broker CA file (0600, made on first use); see :mod:`podgrid.masterqueue.broker_ca`."""
+        return self.broker_ca_file or self.state_dir / "broker-ca.pem"
 
     @property
     def broker_log_dir(self) -> Path:

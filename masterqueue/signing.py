@@ -13,6 +13,7 @@ whenever it forwards an owner's CSR. Nothing of it is ever stored in the databas
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -26,6 +27,7 @@ from pydantic import ValidationError
 
 from podgrid.config import environment
 from podgrid.errors import BadRequest, PodGridError, ServerError, ServiceUnavailable
+from podgrid.https import pinned_context
 from podgrid.protocol import SignReply, SignRequest
 from podgrid.web import decode_error
 
@@ -33,6 +35,8 @@ SIGN_SECRET_ENV: Final = environment.SIGN_SECRET
 KEY_BYTES: Final = 32
 SIGN_TIMEOUT_S: Final = 10.0  # seconds for the broker to sign one CSR
 _LABEL: Final = "podgrid-sign:"
+_TICKET_LABEL: Final = "podgrid-attach|"
+TICKET_TTL_S: Final = 300  # seconds an attach ticket is good for
 
 
 class SignKeyError(PodGridError, OSError):
@@ -73,20 +77,23 @@ def sign_secret(key: bytes, request_id: int) -> str:
 
 
 def broker_base_url(attach_url: str) -> str:
-    """The broker's base URL from the attach URL it reported (http or https only)."""
+    """The broker's base URL from the attach URL it reported (https only: brokers serve TLS)."""
     url = attach_url.rstrip("/")
     suffix = "/v1/attach"
     url = url[: -len(suffix)] if url.endswith(suffix) else url
-    if not url.startswith(("http://", "https://")):
-        raise BadRequest(f"the broker reported an attach URL that is not http(s): {url!r}")
+    if not url.startswith("https://"):
+        raise BadRequest(f"the broker reported an attach URL that is not https: {url!r}")
     return url
 
 
-async def sign_owner_csr(attach_url: str, secret: str, csr: str) -> SignReply:
+async def sign_owner_csr(
+    attach_url: str, secret: str, csr: str, *, broker_ca: str, server_name: str
+) -> SignReply:
     """Have the request's broker sign the owner's CSR (``POST /v1/sign`` with the secret).
 
-    The broker's refusal of the CSR comes back as its :class:`BadRequest` (the owner's
-    mistake); a broker that cannot be reached or answers otherwise is a 502 / 503 here.
+    The broker must prove it is ``server_name`` with a certificate of ``broker_ca`` before it
+    sees the secret. Its refusal of the CSR comes back as its :class:`BadRequest` (the
+    owner's mistake); a broker that cannot be reached or answers otherwise is a 502 / 503 here.
     """
     url = broker_base_url(attach_url) + "/v1/sign"
     body = SignRequest(csr=csr).model_dump()
@@ -95,7 +102,13 @@ async def sign_owner_csr(attach_url: str, secret: str, csr: str) -> SignReply:
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
-            session.post(url, json=body, headers=headers) as resp,
+            session.post(
+                url,
+                json=body,
+                headers=headers,
+                ssl=pinned_context(broker_ca),
+                server_hostname=server_name,
+            ) as resp,
         ):
             status, text, reason = resp.status, await resp.text(), resp.reason or ""
     except (aiohttp.ClientError, TimeoutError) as e:
@@ -112,3 +125,35 @@ async def sign_owner_csr(attach_url: str, secret: str, csr: str) -> SignReply:
     if isinstance(error, BadRequest):
         raise BadRequest(error.message, code=error.code, fields=error.fields)
     raise ServerError(f"the broker did not sign: {error.message}", code="sign_failed", status=502)
+
+
+def _ticket_mac(secret: str, agent: str, expires: int) -> str:
+    message = f"{_TICKET_LABEL}{agent}|{expires}".encode("utf-8", "surrogateescape")
+    return hmac.new(secret.encode("ascii"), message, hashlib.sha256).hexdigest()
+
+
+def attach_ticket(secret: str, agent: str, expires: int) -> str:
+    """An attach ticket for ``agent`` at the broker holding ``secret``, valid until ``expires``.
+
+    ``<agent name, base64url>.<expires>.<HMAC>``: the broker checks it with its sign secret,
+    with no master-queue round trip, and learns who attaches. A ticket opens one request's
+    broker only, for a few minutes; the agent's token itself never reaches a broker.
+    """
+    name = base64.urlsafe_b64encode(agent.encode("utf-8", "surrogateescape")).decode()
+    return f"{name.rstrip('=')}.{expires}.{_ticket_mac(secret, agent, expires)}"
+
+
+def check_ticket(secret: str, ticket: str, now: float) -> str | None:
+    """The agent a valid, unexpired ``ticket`` was made for; None otherwise (never raises)."""
+    parts = ticket.split(".")
+    if len(parts) != 3 or not parts[1].isdigit() or len(parts[1]) > 12:
+        return None
+    try:
+        padded = parts[0] + "=" * (-len(parts[0]) % 4)
+        agent = base64.urlsafe_b64decode(padded.encode("ascii")).decode("utf-8")
+    except (ValueError, UnicodeError):
+        return None
+    expires = int(parts[1])
+    if expires < now or not hmac.compare_digest(parts[2], _ticket_mac(secret, agent, expires)):
+        return None
+    return agent

@@ -102,6 +102,7 @@ from podgrid.masterqueue.edge import (
 from podgrid.masterqueue.errors import IllegalTransition
 from podgrid.masterqueue.http_errors import request_config_error
 from podgrid.masterqueue.models import Principal
+from podgrid.masterqueue.broker_ca import server_name
 from podgrid.masterqueue.signing import load_sign_key, sign_owner_csr, sign_secret
 from podgrid.protocol import (
     REQUEST_FINAL,
@@ -228,7 +229,13 @@ async def post_connection(request: web.Request) -> web.Response:
     if info is None or info.attach_url is None:
         return _json(ConnectionReply(id=record.id, state=record.state, address=record.address))
     key = load_sign_key(request.app[keys.SETTINGS].sign_key_path)
-    signed = await sign_owner_csr(info.attach_url, sign_secret(key, record.id), body.csr)
+    signed = await sign_owner_csr(
+        info.attach_url,
+        sign_secret(key, record.id),
+        body.csr,
+        broker_ca=request.app[keys.BROKER_CA].cert_pem,
+        server_name=server_name(record.id),
+    )
     connection = info.model_copy(
         update={"tls_client_cert": signed.tls_client_cert, "tls_client_key": None}
     )

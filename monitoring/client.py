@@ -19,6 +19,7 @@ import aiohttp
 import structlog
 from yarl import URL
 
+from podgrid.https import client_session
 from podgrid.config.retry import retry_policy
 from podgrid.errors import RETRYABLE, CallFailed, ServerError, ServiceError, Unreachable
 from podgrid.monitoring.apmon_publisher import SEND_FAILURES, ApMonPublisher, ParamValue
@@ -137,7 +138,7 @@ class _Session:
         if self.lent is not None:
             return self.lent
         if self.owned is None or self.owned.closed:
-            self.owned = aiohttp.ClientSession()
+            self.owned = client_session()
         return self.owned
 
     async def close(self) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
+from podgrid.https import listen_tls
 from podgrid.monitoring import keys, views
 from podgrid.monitoring.ingest import ApMonProtocol, Ingestor
 from podgrid.monitoring.longpoll import LongPollHub
@@ -22,7 +23,7 @@ from podgrid.monitoring.metrics import RegistryMetrics
 from podgrid.monitoring.publish import publish
 from podgrid.monitoring.settings import RegistrySettings
 from podgrid.monitoring.store import Store
-from podgrid.web import error_middleware
+from podgrid.web import error_middleware, start_site
 
 log = structlog.get_logger("podgrid.monitoring")
 
@@ -131,14 +132,18 @@ class RunningRegistry:
 @contextlib.asynccontextmanager
 async def run_registry(settings: RegistrySettings) -> AsyncIterator[RunningRegistry]:
     """Serve the registry on its HTTP and UDP addresses (port 0: a free one) until exit."""
+    context = listen_tls(
+        settings.http_host,
+        settings.tls_cert,
+        settings.tls_key,
+        insecure_http=settings.insecure_http,
+    )
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.http_host, settings.http_port)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        running = RunningRegistry(f"http://{host}:{port}", udp_address(app), app)
+        url = await start_site(runner, settings.http_host, settings.http_port, context)
+        running = RunningRegistry(url, udp_address(app), app)
         log.info("registry.started", http_url=running.http_url, udp=list(running.udp_addr))
         yield running
     finally:

@@ -28,6 +28,9 @@ class RegistrySettings(BaseModel):
     farm: str = Field("podgrid", min_length=1, pattern=r"^[^/|*\s]+$")
     http_host: str = "127.0.0.1"
     http_port: int = Field(DEFAULT_HTTP_PORT, ge=0, le=65535)
+    tls_cert: Path | None = Field(None, description="PEM certificate (chain) to serve HTTPS with")
+    tls_key: Path | None = Field(None, description="its PEM private key")
+    insecure_http: bool = Field(False, description="serve plain HTTP on a non-loopback address")
     udp_host: str = "127.0.0.1"
     udp_port: int = Field(DEFAULT_UDP_PORT, ge=0, le=65535)
     apmon_password: str | None = None

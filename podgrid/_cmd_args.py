@@ -12,6 +12,8 @@ import argparse
 import math
 import re
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 MAX_PORT = 65535
 
@@ -90,3 +92,19 @@ __all__ = [
     "positive_int",
     "positive_seconds",
 ]
+
+
+def add_https_flags(parser: argparse.ArgumentParser) -> None:
+    """``--tls-cert``, ``--tls-key`` and ``--insecure-http`` of every command that serves HTTP."""
+    parser.add_argument("--tls-cert", type=Path, default=None, help="serve HTTPS: PEM certificate")
+    parser.add_argument("--tls-key", type=Path, default=None, help="its PEM private key")
+    parser.add_argument(
+        "--insecure-http",
+        action="store_true",
+        help="allow plain HTTP on an address other than loopback (tokens travel in clear)",
+    )
+
+
+def https_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings fields those flags set."""
+    return {"tls_cert": args.tls_cert, "tls_key": args.tls_key, "insecure_http": args.insecure_http}

@@ -19,10 +19,11 @@ import sqlalchemy as sa
 import structlog
 from pydantic import ValidationError
 
-from podgrid._cmd_args import host_port
+from podgrid._cmd_args import add_https_flags, host_port, https_values
 from podgrid.config import environment, setup_logging
 from podgrid.config.errors import ConfigError
 from podgrid.config.runtime import capture_signals
+from podgrid.https import PlainHTTPRefused, TLSFilesError
 from podgrid.masterqueue.errors import MasterQueueError
 from podgrid.masterqueue.service import LauncherUnavailable, run_masterqueue
 from podgrid.masterqueue.settings import DEFAULT_HTTP_PORT, MasterQueueSettings
@@ -36,6 +37,7 @@ def register(sub: Any) -> None:
     commands = group.add_subparsers(dest="masterqueue_command", metavar="COMMAND", required=True)
     serve = commands.add_parser("serve", help="run the master queue's HTTP API and its loops")
     serve.add_argument("--http", type=host_port, default=("127.0.0.1", DEFAULT_HTTP_PORT))
+    add_https_flags(serve)
     serve.add_argument("--db", default=None, help="database URL (default: SQLite in state dir)")
     serve.add_argument("--config", default=None, help="ldap://host:port/base or an .ldif path")
     serve.add_argument("--state-dir", type=Path, default=None)
@@ -67,6 +69,7 @@ def build_settings(args: argparse.Namespace) -> MasterQueueSettings:
         "config_source": args.config,
         "registry_url": args.registry_url,
         "public_url": args.public_url,
+        **https_values(args),
     }
     optional = {
         "db_url": args.db,
@@ -80,6 +83,7 @@ def build_settings(args: argparse.Namespace) -> MasterQueueSettings:
         "broker_heartbeat_timeout_s": args.broker_heartbeat_timeout,
         "broker_command": shlex.split(args.broker_command) if args.broker_command else None,
         "apmon_password": os.environ.get(environment.APMON_PASSWORD) or None,
+        "ca_file": os.environ.get(environment.CA_FILE) or None,
     }
     values.update({k: v for k, v in optional.items() if v is not None})
     return MasterQueueSettings(**values)
@@ -106,7 +110,7 @@ def serve_command(args: argparse.Namespace) -> int:
         return 2
     try:
         asyncio.run(serve(settings))
-    except (LauncherUnavailable, ConfigError) as e:
+    except (LauncherUnavailable, ConfigError, PlainHTTPRefused, TLSFilesError) as e:
         print(f"podgrid masterqueue serve: {e}", file=sys.stderr)
         return 2
     except (OSError, MasterQueueError, sa.exc.SQLAlchemyError) as e:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import structlog
 from pydantic import ValidationError
 
-from podgrid._cmd_args import host_port
+from podgrid._cmd_args import add_https_flags, host_port, https_values
 from podgrid.config import (
     ConfigError,
     ConfigSourceError,
@@ -24,6 +24,7 @@ from podgrid.config import (
 )
 from podgrid.config.runtime import capture_signals, write_private_file
 from podgrid.errors import PodGridError
+from podgrid.https import PlainHTTPRefused, TLSFilesError
 from podgrid.monitoring.service import run_registry
 from podgrid.monitoring.settings import DEFAULT_UDP_PORT, RegistrySettings
 
@@ -53,6 +54,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve.add_argument(
         "--http", type=host_port, default=None, help="default: the address of podRegistryURL"
     )
+    add_https_flags(serve)
     serve.add_argument("--udp", type=host_port, default=("127.0.0.1", DEFAULT_UDP_PORT))
     serve.add_argument("--farm", default="podgrid", help="farm name of data received here")
     serve.add_argument(
@@ -143,6 +145,7 @@ def build_settings(args: argparse.Namespace) -> RegistrySettings:
             udp_host=args.udp[0],
             udp_port=args.udp[1],
             **extra,
+            **https_values(args),
         )
     except ValidationError as e:
         raise UsageError(str(e)) from e
@@ -176,6 +179,9 @@ def serve_command(args: argparse.Namespace) -> int:
         return 2
     try:
         asyncio.run(serve(settings))
+    except (PlainHTTPRefused, TLSFilesError) as e:
+        print(f"podgrid monitoring serve: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
         log.error("registry.start_failed", error=str(e))
         return 1

@@ -31,6 +31,7 @@ from podgrid.config import environment
 from podgrid.config.runtime import default_state_dir
 from podgrid.config.units import UnitError, parse_duration_s
 from podgrid.errors import PodGridError
+from podgrid.https import client_session, trust_ca_file
 from podgrid.masterqueue.settings import DEFAULT_HTTP_PORT
 from podgrid.protocol.api import MAX_TOKEN_TTL_S, TokenInfo, TokenPage
 
@@ -98,7 +99,10 @@ def _endpoints(state_dir: Path) -> dict[str, Any]:
 
 def find_url(args: argparse.Namespace, state_dir: Path) -> str:
     """The master queue's URL: flag, environment, endpoints.json, default."""
-    found = args.url or os.environ.get(URL_ENV) or _endpoints(state_dir).get("masterqueue_url")
+    local = _endpoints(state_dir)
+    if local.get("ca_file") and not os.environ.get(environment.CA_FILE):
+        trust_ca_file(Path(str(local["ca_file"])))  # podgrid up's local CA
+    found = args.url or os.environ.get(URL_ENV) or local.get("masterqueue_url")
     return str(found or f"http://127.0.0.1:{DEFAULT_HTTP_PORT}").rstrip("/")
 
 
@@ -141,7 +145,7 @@ async def _call(
 
 
 def _session() -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
+    return client_session(timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S))
 
 
 async def create_token(url: str, admin_token: str, body: dict[str, Any]) -> str:

@@ -31,6 +31,7 @@ from podgrid.config.request import (
 from podgrid.config.request_errors import RequestError, RequestIssue
 from podgrid.endpoints import Endpoint, discover
 from podgrid.errors import BadRequest, PodGridError
+from podgrid.https import trust_ca_file
 from podgrid.masterqueue.client import MasterQueueClient
 from podgrid.protocol import (
     READY_STATES,
@@ -139,6 +140,8 @@ class PodGrid:
     ) -> PodGrid:
         """A grid handle for ``async with``; raises ``EndpointError`` if nothing is configured."""
         endpoint = discover(url, token, state_dir=state_dir)
+        if endpoint.ca_file is not None:
+            trust_ca_file(endpoint.ca_file)
         return cls(MasterQueueClient(endpoint.url, endpoint.token), endpoint)
 
     async def __aenter__(self) -> Self:

@@ -5,9 +5,13 @@ Each value (the master-queue URL and the token) is looked up on its own, first h
 1. explicit arguments (``--url`` / ``--token``, or ``PodGrid.connect(url=..., token=...)``);
 2. the environment: ``PODGRID_URL`` / ``PODGRID_TOKEN``;
 3. ``<state dir>/endpoints.json``, written by ``podgrid up`` (keys ``masterqueue_url``,
-   ``registry_url``, ``dashboard_url``, ``user_token``, ``admin_token``; the user token is used);
+   ``registry_url``, ``dashboard_url``, ``user_token``, ``admin_token``, ``ca_file``; the user
+   token is used);
 4. the user's config file ``$XDG_CONFIG_HOME/podgrid/client.toml`` (``~/.config`` when unset)
-   with ``url = "..."`` and ``token = "..."``.
+   with ``url = "..."``, ``token = "..."`` and ``ca_file = "..."``.
+
+The CA file (``PODGRID_CA_FILE``, then those files) is the PEM bundle that signed the master
+queue's HTTPS certificate when no system CA did; ``podgrid up`` makes one per run.
 
 When a value is found nowhere, :class:`EndpointNotFound` names every place that was looked at.
 The state dir is ``$XDG_STATE_HOME/podgrid`` or ``~/.local/state/podgrid``
@@ -72,6 +76,7 @@ class LocalGridEndpoints(BaseModel):
     dashboard_url: str | None = None
     user_token: str | None = None
     admin_token: str | None = None
+    ca_file: str | None = None
 
     @classmethod
     def read(cls, path: Path) -> LocalGridEndpoints | None:
@@ -102,6 +107,7 @@ class Endpoint:
     token_source: str
     registry_url: str | None = None
     dashboard_url: str | None = None
+    ca_file: Path | None = None
 
 
 def user_config_file(env: Mapping[str, str] | None = None) -> Path:
@@ -146,6 +152,8 @@ def discover(
     if not found_url.startswith(("http://", "https://")):
         raise EndpointError(f"{url_source}: expected an http:// or https:// URL, got {found_url!r}")
     token_source, found_token = _first("token", tokens)
+    cas = [environ.get(environment.CA_FILE), local.ca_file if local else None, user.get("ca_file")]
+    ca_file = next((Path(c) for c in cas if c is not None and c.strip()), None)
     return Endpoint(
         url=found_url.rstrip("/"),
         token=found_token,
@@ -153,6 +161,7 @@ def discover(
         token_source=token_source,
         registry_url=local.registry_url if local else None,
         dashboard_url=local.dashboard_url if local else None,
+        ca_file=ca_file,
     )
 
 
@@ -183,7 +192,7 @@ def _read_user_config(path: Path) -> dict[str, str]:
     except tomllib.TOMLDecodeError as e:
         raise EndpointError(f"{path}: not valid TOML: {e}") from e
     result: dict[str, str] = {}
-    for key in ("url", "token"):
+    for key in ("url", "token", "ca_file"):
         value = data.get(key)
         if value is None:
             continue

@@ -33,6 +33,8 @@ from podgrid.config.hierarchy import default_ldif
 from podgrid.config.processes import signal_group, stop_group, wait_group_gone
 from podgrid.endpoints import ENDPOINTS_FILE_NAME, LocalGridEndpoints
 from podgrid.errors import CallFailed, PodGridError
+from podgrid.https import trust_ca_file
+from podgrid.localca import LocalTLS, make_local_tls
 from podgrid.masterqueue import keys as mq_keys
 from podgrid.masterqueue.service import RunningMasterQueue, run_masterqueue
 from podgrid.masterqueue.settings import MasterQueueSettings
@@ -91,6 +93,7 @@ class LocalGrid:
     config_source: str
     masterqueue: RunningMasterQueue = field(repr=False)
     apmon_password: str = field(default="", repr=False)
+    ca_file: Path | None = None  # the local CA of the grid's HTTPS services
     site_process: asyncio.subprocess.Process | None = field(default=None, repr=False)
 
     @property
@@ -195,6 +198,8 @@ async def _start_site(grid: LocalGrid) -> asyncio.subprocess.Process:
         environment.SLOT_PACKAGES: ",".join(LOCAL_PACKAGES),
         environment.APMON_PASSWORD: grid.apmon_password,
     }
+    if grid.ca_file is not None:
+        env[environment.CA_FILE] = str(grid.ca_file)
     for name in (environment.URL, environment.REGISTRY_TOKEN, environment.REGISTRY_URL):
         env.pop(name, None)
     out = os.open(site_dir / "site.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -264,7 +269,7 @@ async def cancel_active(mq: RunningMasterQueue, timeout_s: float) -> list[int]:
 
 
 def _mq_settings(
-    state_dir: Path, port: int, config: str, udp: str, apmon_password: str
+    state_dir: Path, port: int, config: str, udp: str, apmon_password: str, tls: LocalTLS
 ) -> MasterQueueSettings:
     broker = [sys.executable, "-m", "podgrid", "broker", "serve", "--registry", udp,
               "--config", config, "--state-dir", str(state_dir)]  # fmt: skip
@@ -272,7 +277,9 @@ def _mq_settings(
         {"http_port": port, "state_dir": state_dir, "config_source": config,
          "registry_url": udp, "launcher": "local", "broker_command": broker,
          "broker_stop_grace_s": BROKER_STOP_GRACE_S, "stop_brokers_on_exit": True,
-         "sweep_interval_s": 1.0, "launcher_interval_s": 0.2, "apmon_password": apmon_password}
+         "sweep_interval_s": 1.0, "launcher_interval_s": 0.2, "apmon_password": apmon_password,
+         "tls_cert": tls.services["masterqueue"].cert, "tls_key": tls.services["masterqueue"].key,
+         "ca_file": tls.ca_file}
     )  # fmt: skip
 
 
@@ -314,14 +321,18 @@ async def run_local_grid(
         say(note)
     # No datagram without this password reaches the registry (anyone on the host can send one).
     apmon_password = secrets.token_urlsafe(32)
+    # HTTPS everywhere, from a CA made for this run (its key is never stored).
+    tls = make_local_tls(state_dir / "tls", ["registry", "masterqueue"])
+    trust_ca_file(tls.ca_file)
     reg_settings = RegistrySettings.model_validate(
         {"http_port": chosen.registry_http, "udp_port": chosen.registry_udp,
-         "state_dir": state_dir / "registry", "apmon_password": apmon_password}
+         "state_dir": state_dir / "registry", "apmon_password": apmon_password,
+         "tls_cert": tls.services["registry"].cert, "tls_key": tls.services["registry"].key}
     )  # fmt: skip
     async with run_registry(reg_settings) as reg:
         udp = f"udp://{reg.udp_addr[0]}:{reg.udp_addr[1]}"
         say(f"registry on {reg.http_url} (ApMon {udp})")
-        mq_settings = _mq_settings(state_dir, chosen.masterqueue, source, udp, apmon_password)
+        mq_settings = _mq_settings(state_dir, chosen.masterqueue, source, udp, apmon_password, tls)
         async with run_masterqueue(mq_settings) as mq:
             say(f"master queue on {mq.url} (SQLite in {state_dir})")
             admin, user, agent = await _tokens(mq, mq_settings)
@@ -330,10 +341,12 @@ async def run_local_grid(
                 masterqueue_url=mq.url, dashboard_url=f"{reg.http_url}/", user_token=user,
                 admin_token=admin, agent_token=agent, agents=agents, site=LOCAL_SITE,
                 config_source=source, masterqueue=mq, apmon_password=apmon_password,
+                ca_file=tls.ca_file,
             )  # fmt: skip
             LocalGridEndpoints(
                 masterqueue_url=mq.url, registry_url=reg.http_url,
                 dashboard_url=grid.dashboard_url, user_token=user, admin_token=admin,
+                ca_file=str(tls.ca_file),
             ).write(grid.endpoints_path)  # fmt: skip
             try:
                 grid.site_process = await _start_site(grid)

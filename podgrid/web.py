@@ -11,6 +11,7 @@ exception classes with :func:`decode_error`.
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,7 @@ __all__ = [
     "decode_error",
     "error_middleware",
     "error_response",
+    "start_site",
     "validation_error",
 ]
 
@@ -158,3 +160,18 @@ def decode_error(status: int, reason: str, text: str, service: str = "") -> Serv
         status=status,
         extra=extra,
     )
+
+
+async def start_site(
+    runner: web.AppRunner, host: str, port: int, context: ssl.SSLContext | None
+) -> str:
+    """Listen on ``host:port`` (0: a free port), with TLS when ``context``; the service's URL.
+
+    ``context`` comes from :func:`podgrid.https.listen_tls`, which refused plain HTTP where it
+    is not allowed.
+    """
+    site = web.TCPSite(runner, host, port, ssl_context=context)
+    await site.start()
+    bound_host, bound_port = runner.addresses[-1][:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    return f"{'http' if context is None else 'https'}://{shown}:{bound_port}"

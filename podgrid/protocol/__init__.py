@@ -62,7 +62,12 @@ from podgrid.protocol.registry import (
     agents_cluster,
 )
 from podgrid.protocol.requirements import Requirements, unmet
-from podgrid.protocol.servers import ServerList, VouchedServer
+from podgrid.protocol.servers import (
+    ServerCertificate,
+    ServerCertificateRequest,
+    ServerList,
+    VouchedServer,
+)
 from podgrid.protocol.states import (
     JOB_FINAL,
     READY_STATES,
@@ -117,6 +122,8 @@ __all__ = [
     "RequestState",
     "Requirements",
     "Role",
+    "ServerCertificate",
+    "ServerCertificateRequest",
     "ServerList",
     "SignReply",
     "SignRequest",

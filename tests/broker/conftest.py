@@ -13,7 +13,7 @@ from podgrid.masterqueue.service import run_masterqueue
 from podgrid.masterqueue.settings import MasterQueueSettings
 from podgrid.monitoring.service import run_registry
 from podgrid.monitoring.settings import RegistrySettings
-from tests.broker.grid import Grid
+from tests.broker.grid import Grid, broker_connector
 
 
 @pytest.fixture
@@ -28,7 +28,10 @@ async def grid(tmp_path: Path) -> AsyncIterator[Grid]:
             launcher="none",
             registry_url=registry.http_url,
         )
-        async with run_masterqueue(mq_settings) as mq, aiohttp.ClientSession() as session:
+        async with (
+            run_masterqueue(mq_settings) as mq,
+            aiohttp.ClientSession(connector=broker_connector(mq)) as session,
+        ):
             user = await mq.store.create_token("user", "alice")
             agent = await mq.store.create_token("agent", "agent-1")
             g = Grid(registry, mq, tmp_path, user, agent, session)

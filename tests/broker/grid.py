@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -18,10 +19,12 @@ import aiohttp
 from podgrid.broker.service import RunningBroker, run_broker
 from podgrid.broker.settings import BrokerSettings
 from podgrid.client import NoConnectionYet, PodGrid
+from podgrid.jobagent.attach import BrokerPass
+from podgrid.jobagent.vouch import Vouchers
 from podgrid.masterqueue import keys as mq_keys
 from podgrid.masterqueue.client import MasterQueueClient
 from podgrid.masterqueue.service import RunningMasterQueue
-from podgrid.masterqueue.signing import load_sign_key, sign_secret
+from podgrid.masterqueue.signing import attach_ticket, load_sign_key, sign_secret
 from podgrid.monitoring.client import RegistryClient
 from podgrid.monitoring.service import RunningRegistry
 from podgrid.protocol import ConnectionInfo, RequestDetail
@@ -39,6 +42,17 @@ cores = 1
 memory = "256MiB"
 packages = ["ROOT::v6-32"]
 """
+
+
+def broker_connector(mq: RunningMasterQueue) -> aiohttp.TCPConnector:
+    """A connector trusting the master queue's broker CA for the tests' raw broker calls.
+
+    The tests call brokers at ``https://127.0.0.1:PORT``, so the name check is off here; the
+    agents' own calls check ``request-<id>.brokers.podgrid`` (tests/broker/test_https.py).
+    """
+    context = ssl.create_default_context(cadata=mq.app[mq_keys.BROKER_CA].cert_pem)
+    context.check_hostname = False
+    return aiohttp.TCPConnector(ssl=context)
 
 
 _PLACEHOLDER_KEY = new_private_key()
@@ -73,6 +87,7 @@ class Grid:
     agent_token: str
     session: aiohttp.ClientSession
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    request_of: dict[str, int] = field(default_factory=dict)  # broker URL -> request id
 
     @property
     def udp(self) -> str:
@@ -85,6 +100,14 @@ class Grid:
             record = await client.submit_request(text, "toml")
         token = await self.mq.store.create_token("broker", f"broker-{record.id}", record.id)
         return record.id, token
+
+    def ticket(self, request_id: int, agent: str = "agent-1", ttl_s: int = 300) -> str:
+        """An attach ticket for ``request_id``'s broker, as ``GET /v1/servers`` gives agents."""
+        return attach_ticket(self.sign_secret(request_id), agent, int(time.time()) + ttl_s)
+
+    def ticket_for(self, url: str) -> str:
+        """The ticket for the broker at ``url`` (one this grid started)."""
+        return self.ticket(self.request_of[url])
 
     def sign_secret(self, request_id: int) -> str:
         """The sign secret the master queue's launcher would give this request's broker."""
@@ -115,6 +138,7 @@ class Grid:
         """Submit a request and run a broker for it (in this process)."""
         request_id, token = await self.submit(text)
         async with run_broker(self.settings(request_id, token, **overrides)) as running:
+            self.request_of[running.url] = request_id
             yield running
 
     async def owner_connection(self, request_id: int) -> ConnectionInfo:
@@ -150,7 +174,7 @@ class Grid:
         if body.get("csr", PLACEHOLDER_CSR) == PLACEHOLDER_CSR:
             key = new_private_key()
             body = {**body, "csr": csr_for(key)}
-        headers = {"Authorization": f"Bearer {token or self.agent_token}"}
+        headers = {"Authorization": f"Bearer {token or self.ticket_for(url)}"}
         async with self.session.post(f"{url}/v1/attach", json=body, headers=headers) as resp:
             status, answer = resp.status, await resp.json(content_type=None)
         if status == 200 and key is not None:
@@ -210,6 +234,20 @@ class Grid:
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=10)
+
+
+async def vouched(grid: Grid, running: RunningBroker, timeout_s: float = 10) -> BrokerPass:
+    """The pass a real agent gets for ``running`` from the master queue (``GET /v1/servers``).
+
+    Waits for the broker's first report, which brings its attach URL to the master queue.
+    """
+    deadline = time.monotonic() + timeout_s
+    async with MasterQueueClient(grid.mq.url, grid.agent_token) as client:
+        vouchers = Vouchers(client, refresh_min_s=0.05)
+        while (found := await vouchers.genuine(str(running.broker.record.id), running.url)) is None:
+            assert time.monotonic() < deadline, "the master queue never vouched for the broker"
+            await asyncio.sleep(0.05)
+    return found
 
 
 async def until(probe: Any, expected: object, timeout_s: float) -> None:

@@ -9,9 +9,9 @@ import os
 from distributed import Client
 from distributed.security import Security
 
-from podgrid.broker.tls import ClusterCA
 from podgrid.client import PodGrid
 from podgrid.masterqueue.client import MasterQueueClient
+from podgrid.pki import CertificateAuthority
 from podgrid.protocol import RequestState
 from tests.broker.grid import Grid, slot, until
 
@@ -70,7 +70,7 @@ async def test_two_workers_attach_and_the_owner_computes(grid: Grid) -> None:
         assert sorted(names) == sorted(g["name"] for g in grants)
 
         # Without the cluster's client certificate the scheduler refuses the connection.
-        stranger = ClusterCA.create("stranger", 3600).issue("mallory")
+        stranger = CertificateAuthority.create("stranger", 3600).issue("mallory")
         foreign = Security(
             require_encryption=True,
             tls_ca_file=info.tls_ca,

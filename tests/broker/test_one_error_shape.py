@@ -60,7 +60,7 @@ def _auth(token: str) -> dict[str, dict[str, str]]:
 
 async def test_every_service_answers_errors_in_one_shape(grid: Grid) -> None:
     session = grid.session
-    user, agent = _auth(grid.user_token), _auth(grid.agent_token)
+    user = _auth(grid.user_token)
     registry = [
         ("GET", "/rest/a//c/p", {}, 400),
         ("POST", "/publish", {"json": {"cluster": "c", "node": "n", "params": {}}}, 401),
@@ -86,6 +86,7 @@ async def test_every_service_answers_errors_in_one_shape(grid: Grid) -> None:
 
     async with grid.broker(SMALL) as running:
         url = running.url
+        agent = _auth(grid.ticket_for(url))  # what an agent shows a broker
         await _check(session, url, ("POST", "/v1/attach", {**agent, "data": b"{"}, 400))
         await _check(session, url, ("POST", "/v1/attach", {"json": slot("a1")}, 401))
         detach = {**agent, "json": {"agent_id": "a1", "name": "nobody"}}

@@ -15,7 +15,7 @@ from podgrid.masterqueue.service import run_masterqueue
 from podgrid.masterqueue.settings import MasterQueueSettings
 from podgrid.monitoring.service import run_registry
 from podgrid.monitoring.settings import RegistrySettings
-from tests.broker.grid import Grid, inprocess_worker, slot, until
+from tests.broker.grid import Grid, broker_connector, inprocess_worker, slot, until
 
 REQUEST = """
 [server]
@@ -34,13 +34,15 @@ async def test_cluster_survives_a_master_queue_outage(tmp_path: Path) -> None:
     async with (
         run_registry(reg_settings) as registry,
         contextlib.AsyncExitStack() as stack,
-        aiohttp.ClientSession() as session,
     ):
         mq_settings = MasterQueueSettings(
             http_port=0, state_dir=tmp_path / "mq", launcher="none", registry_url=registry.http_url
         )
         first_mq = run_masterqueue(mq_settings)
         mq = await first_mq.__aenter__()
+        session = await stack.enter_async_context(
+            aiohttp.ClientSession(connector=broker_connector(mq))
+        )
         user = await mq.store.create_token("user", "alice")
         agent = await mq.store.create_token("agent", "agent-1")
         async with MasterQueueClient(mq.url, user) as client:
@@ -48,6 +50,7 @@ async def test_cluster_survives_a_master_queue_outage(tmp_path: Path) -> None:
         broker_token = await mq.store.create_token("broker", "b", rid)
         grid = Grid(registry, mq, tmp_path, user, agent, session)
         running = await stack.enter_async_context(run_broker(grid.settings(rid, broker_token)))
+        grid.request_of[running.url] = rid
 
         async def mq_view() -> tuple[str, int]:
             r = await grid.request(rid)
@@ -59,7 +62,7 @@ async def test_cluster_survives_a_master_queue_outage(tmp_path: Path) -> None:
         await until(mq_view, ("READY", 1), 10)
 
         await first_mq.__aexit__(None, None, None)  # the master queue goes down
-        # The agent token is cached: attaching still works; the cluster fills up.
+        # Tickets are checked by the broker alone: attaching still works; the cluster fills up.
         status, second = await grid.attach(running.url, slot("a2"))
         assert status == 200
         stack.push_async_callback((await inprocess_worker(second, tmp_path / "w2")).close)

@@ -17,6 +17,7 @@ async def _serve(grid: Grid, request_id: int, token: str | None) -> asyncio.subp
     env = env_without_tokens()
     if token is not None:
         env["PODGRID_TOKEN"] = token
+        env["PODGRID_SIGN_SECRET"] = grid.sign_secret(request_id)  # as the launcher does
     argv = [
         sys.executable,
         "-m",
@@ -56,7 +57,8 @@ async def test_serve_publishes_serves_and_stops_cleanly_on_sigterm(grid: Grid) -
         first_publish_s = time.monotonic() - started
         print(f"process start -> first publish: {first_publish_s:.3f} s")
         url = str(await grid.registry_value(request_id, "Address"))
-        status, grant = await grid.attach(url, slot("a1", site="S1"))
+        assert url.startswith("https://")
+        status, grant = await grid.attach(url, slot("a1", site="S1"), grid.ticket(request_id))
         assert status == 200
         worker = grid.start_worker(grant)
         await until(lambda: _workers(grid, request_id), 1, 30)

@@ -28,7 +28,7 @@ from podgrid.jobagent import attach as agent_attach
 from podgrid.jobagent.worker import write_tls
 from podgrid.protocol import SlotDescription
 from podgrid.protocol.csr import csr_for, new_private_key
-from tests.broker.grid import Grid, inprocess_worker, slot, worker_security
+from tests.broker.grid import Grid, inprocess_worker, slot, vouched, worker_security
 
 # Attach twice (two agents) without waiting for workers.
 TWO = """
@@ -256,6 +256,7 @@ async def test_sign_needs_this_requests_secret(grid: Grid) -> None:
         wrong = [
             {},  # no secret at all
             {"Authorization": f"Bearer {grid.agent_token}"},  # an agent token
+            {"Authorization": f"Bearer {grid.ticket(a.broker.record.id)}"},  # an attach ticket
             {"Authorization": f"Bearer {grid.user_token}"},  # the owner's own token
             {"Authorization": f"Bearer {grid.sign_secret(b.broker.record.id)}"},  # another's
         ]
@@ -276,7 +277,8 @@ async def test_the_agent_keeps_its_key_private(grid: Grid, tmp_path: Path) -> No
         slot_ = SlotDescription.model_validate(
             {k: v for k, v in slot("agent-x").items() if k != "csr"}
         )
-        grant = await agent_attach.attach(grid.session, running.url, grid.agent_token, slot_)
+        broker = await vouched(grid, running)
+        grant = await agent_attach.attach(grid.session, running.url, broker, slot_)
         assert "tls_key" not in grant.model_dump()
         assert "PRIVATE KEY" not in grant.model_dump_json()
         assert "PRIVATE KEY" not in repr(grant)

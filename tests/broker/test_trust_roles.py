@@ -67,6 +67,10 @@ MQ_TABLE: dict[tuple[str, str], tuple[Expect, Any]] = {
         {},
     ),
     ("DELETE", "/v1/requests/{id}"): (row(200, other=404, **USER_ONLY), None),
+    ("POST", "/v1/requests/{id}/certificate"): (  # an empty body: 400 past the role check
+        row(403, broker=400),
+        {},
+    ),
     ("POST", "/v1/requests/{id}/state"): (
         row(403, broker=200, admin=200),
         {"state": "WAITING"},
@@ -195,14 +199,10 @@ async def test_broker_and_registry_role_by_route(grid: Grid, expired_token: str)
         # granted, full once two agents hold the places, or 400: past the token check
         attach_ok = {200, 400, 409}
         broker_table: dict[tuple[str, str], tuple[Expect, Any]] = {
-            ("POST", "/v1/attach"): (
-                row(401, agent=attach_ok, admin=attach_ok),
-                slot("role-table"),
-            ),
-            ("POST", "/v1/detach"): (
-                row(401, agent=404, admin=404),
-                {"agent_id": "nobody", "name": "nothing"},
-            ),
+            # No master-queue token opens a broker, not even an agent's or the admin's:
+            # only an attach ticket (checked below).
+            ("POST", "/v1/attach"): (row(401), slot("role-table")),
+            ("POST", "/v1/detach"): (row(401), {"agent_id": "nobody", "name": "nothing"}),
             ("POST", "/v1/sign"): (row(ANY, none=ANY, revoked=ANY, expired=ANY), {}),
             ("GET", "/healthz"): (row(200, none=200, revoked=200, expired=200), None),
             ("GET", "/metrics"): (row(200, none=200, revoked=200, expired=200), None),
@@ -216,6 +216,16 @@ async def test_broker_and_registry_role_by_route(grid: Grid, expired_token: str)
             got = await call(grid.session, method, running.url + path, world.tokens[role], body)
             if got not in expected[role]:
                 wrong.append(f"broker {method} {path} as {role}: {got}, expected {expected[role]}")
+        ticket = grid.ticket_for(running.url)
+        for (method, path), ok in {
+            ("POST", "/v1/attach"): attach_ok,
+            ("POST", "/v1/detach"): {404},
+        }.items():
+            got = await call(
+                grid.session, method, running.url + path, ticket, broker_table[(method, path)][1]
+            )
+            if got not in ok:
+                wrong.append(f"broker {method} {path} with a ticket: {got}, expected {ok}")
     body = {"cluster": "c", "node": "n", "params": {"x": 1}}
     url = grid.registry.http_url + "/publish"
     for role in ROLES:  # no master-queue token, not even the admin's, publishes

@@ -110,6 +110,7 @@ async def signing_broker(
     from podgrid.broker.cluster import Broker
     from podgrid.broker.publisher import Publication
     from podgrid.broker.reporter import Reporter
+    from podgrid.broker.service import https_context
     from podgrid.broker.settings import BrokerSettings
     from podgrid.masterqueue.signing import load_sign_key, sign_secret
     from podgrid.monitoring.publish_target import open_publisher
@@ -140,13 +141,15 @@ async def signing_broker(
     app.router.add_post("/v1/sign", attach.sign)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    # HTTPS with the certificate the master queue signs for this request's broker.
+    context = await https_context(mq, request_id, settings.https_dir)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
     await site.start()
     host, port = runner.addresses[0][:2]
     try:
         if scheduler:
             await broker.start_scheduler()
-        yield SigningBroker(broker, f"http://{host}:{port}")
+        yield SigningBroker(broker, f"https://{host}:{port}")
     finally:
         if broker.scheduler is not None:
             await broker.scheduler.close()
