@@ -37,6 +37,7 @@ DEMO_CONFIG: Final = {"podPollInterval": 1, "podPollDuration": 3, "podPublishInt
 READY_TIMEOUT_S: Final = 40.0
 JOBS_TIMEOUT_S: Final = 40.0
 AGENTS_BACK_TIMEOUT_S: Final = 20.0
+ANALYSIS_TIMEOUT_S: Final = 60.0  # each version; its tasks are pinned to workers that may leave
 POLL_S: Final = 0.1
 JOB_COMMAND: Final = (sys.executable, "-c", "import time; time.sleep(1); print('batch job ok')")
 FREE_STATES: Final = ("POLLING", "BATCH")
@@ -155,11 +156,16 @@ async def _analyse(
     say(f"connecting a distributed.Client to {info.address} (TLS: {info.uses_tls})")
     client_cm = Client(info.address, security=info.security(), asynchronous=True)  # type: ignore[no-untyped-call]
     async with client_cm as client:
-        analysis = await analyse(client, data.sources, unit=data.unit)
-        result.timeline.mark("analysis done")
-        chunks = sum(len(c) for c in analysis.chunks_by_worker.values())
-        analysis.collections = await by_collections(client, data.sources, chunks)
-        result.timeline.mark("dask collections done")
+        try:
+            async with asyncio.timeout(ANALYSIS_TIMEOUT_S):
+                analysis = await analyse(client, data.sources, unit=data.unit)
+            result.timeline.mark("analysis done")
+            chunks = sum(len(c) for c in analysis.chunks_by_worker.values())
+            async with asyncio.timeout(ANALYSIS_TIMEOUT_S):
+                analysis.collections = await by_collections(client, data.sources, chunks)
+            result.timeline.mark("dask collections done")
+        except TimeoutError as e:
+            raise DemoFailed(f"the analysis took over {ANALYSIS_TIMEOUT_S:.0f} s") from e
     result.analysis = analysis
     for line in summary_lines(analysis, agents):
         say(line)

@@ -7,6 +7,7 @@ wherever the workers are. :func:`summary_lines` is what the demo prints of it.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -87,7 +88,7 @@ async def by_collections(client: Any, sources: Sequence[Source], partitions: int
     """The same histogram from ``uproot.dask``, about ``partitions`` partitions, on ``client``."""
     began = time.monotonic()
     step = max(1, math.ceil(sum(s.entries for s in sources) / partitions))
-    lazy, parts = lazy_counts(sources, step)
+    lazy, parts = await asyncio.to_thread(lazy_counts, sources, step)  # opens every file
     counts = await client.compute(lazy)
     histogram = counts_as_histogram(counts, sources[0].branch)
     return Collections(histogram, parts, time.monotonic() - began)
@@ -111,18 +112,14 @@ async def analyse(client: Any, sources: Sequence[Source], *, unit: str = "") -> 
 
 def _entry_ranges(chunks: Sequence[Chunk]) -> str:
     """``file first-last, first-last; other ...`` (entries inclusive), grouped by file."""
-    groups: list[tuple[str, list[str]]] = []
+    groups: list[tuple[Source, list[str]]] = []
     for chunk in chunks:
         span = f"{chunk.start}-{chunk.stop - 1}"
-        if groups and groups[-1][0] == chunk.source.path:
+        if groups and groups[-1][0] == chunk.source:
             groups[-1][1].append(span)
         else:
-            groups.append((chunk.source.path, [span]))
-    return "; ".join(f"{_file_name(path)} entries {', '.join(spans)}" for path, spans in groups)
-
-
-def _file_name(path: str) -> str:
-    return path.rsplit("/", 1)[-1]
+            groups.append((chunk.source, [span]))
+    return "; ".join(f"{source.name} entries {', '.join(spans)}" for source, spans in groups)
 
 
 def _indexes(chunks: Sequence[Chunk]) -> str:
@@ -139,7 +136,7 @@ def summary_lines(analysis: Analysis, agents: Mapping[str, str] | None = None) -
     ``agents`` maps a worker's name to the job agent it runs in, where known.
     """
     sources, agents = analysis.sources, agents or {}
-    files = _file_name(sources[0].path) if len(sources) == 1 else f"{len(sources)} files"
+    files = sources[0].name if len(sources) == 1 else f"{len(sources)} files"
     chunks = sum(len(c) for c in analysis.chunks_by_worker.values())
     unit = f" {analysis.unit}" if analysis.unit else ""
     top, flow = analysis.peak, analysis.histogram.view(flow=True)
