@@ -4,7 +4,8 @@ Served over HTTPS only, with a certificate the master queue signed for this requ
 authenticate with an attach ticket (``Authorization: Bearer <ticket>``) the master queue made
 for them with this request's sign secret, checked here with no round trip
 (:func:`podgrid.masterqueue.signing.check_ticket`): an agent's own token never reaches a
-broker, whose scheduler runs code of its owner. Bodies and answers are :mod:`podgrid.protocol`'s: ``POST /v1/attach`` takes an
+broker, whose scheduler runs code of its owner. Bodies and answers are
+:mod:`podgrid.protocol`'s: ``POST /v1/attach`` takes an
 ``AttachRequest`` (the slot and a CSR for a key the agent made) → 200 ``AttachGrant`` (a
 certificate for the CSR's key saying ``worker:<reserved name>``, valid for the cluster's life;
 no key) | 409 (error body with ``reason`` ``full``, ``closed`` or ``requirements``, and

@@ -22,13 +22,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from podgrid.https import client_session, listen_tls
-from podgrid.protocol.csr import csr_for, new_private_key
 from podgrid.broker import attach, keys
 from podgrid.broker.cluster import Broker
 from podgrid.broker.metrics import BrokerMetrics
@@ -38,10 +35,12 @@ from podgrid.broker.settings import BrokerSettings
 from podgrid.config import Change, ConfigRefresher, ResolvedConfig, default_ldif
 from podgrid.config.runtime import capture_signals, private_dir, write_private_file
 from podgrid.errors import PodGridError
+from podgrid.https import client_session, listen_tls
 from podgrid.masterqueue.client import MasterQueueClient
 from podgrid.masterqueue.signing import SIGN_SECRET_ENV
 from podgrid.monitoring.publish_target import open_publisher
 from podgrid.protocol import REQUEST_FINAL, RequestState
+from podgrid.protocol.csr import csr_for, new_private_key
 from podgrid.web import error_middleware
 
 log = structlog.get_logger("podgrid.broker")

@@ -27,6 +27,7 @@ from podgrid.config.runtime import wait_event
 from podgrid.config.settings import PodSettings
 from podgrid.errors import CallFailed
 from podgrid.jobagent import attach as attach_api
+from podgrid.jobagent.attach import BrokerPass
 from podgrid.jobagent.batch import BatchLimits, BatchRunner
 from podgrid.jobagent.payload import Payload
 from podgrid.jobagent.poller import ServerPoller
@@ -34,7 +35,6 @@ from podgrid.jobagent.servers import ServerOffer, weighted_order
 from podgrid.jobagent.settings import MAX_BACKOFF_S, AgentSettings
 from podgrid.jobagent.slot import Slot
 from podgrid.jobagent.status import Accounting, Activity, AgentState, StatusReporter
-from podgrid.jobagent.attach import BrokerPass
 from podgrid.jobagent.vouch import Vouchers
 from podgrid.jobagent.worker import WorkerRun
 from podgrid.masterqueue.client import MasterQueueClient

@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from podgrid.config.processes import signal_group
 from podgrid.errors import CallFailed, Conflict
 from podgrid.jobagent import supervise
 from podgrid.jobagent.payload import DEFAULT_PATH, Payload
-from podgrid.jobagent.processes import exit_status, stop_group
+from podgrid.jobagent.processes import exit_status, spawn_supervised, stop_group
 from podgrid.masterqueue.client import MasterQueueClient
 from podgrid.protocol import Claim, JobState
 
@@ -55,7 +54,6 @@ RUNNING_FILE: Final = "running.json"  # the running job's group, for a replaceme
 RELEASE_REASON: Final = "agent shut down: job returned to the queue"
 REAP_WAIT_S: Final = 5.0  # seconds a leftover group gets to vanish after SIGKILL
 # Started by path with -I -S: stdlib only, and no PYTHON* variable changes what it runs.
-SUPERVISOR: Final = str(Path(supervise.__file__).resolve())
 _NEW_FILE: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 Outcome = Literal["exited", "timeout", "stopped", "lease_lost", "start_failed"]
 
@@ -273,40 +271,19 @@ class BatchRunner:
     async def _spawn(self, claim: Claim, sandbox: Path) -> asyncio.subprocess.Process:
         """Start the supervisor (a new session) and hand it the job on its stdin."""
         job = claim.job
-        doc = {
-            "argv": list(job.spec.command),
-            "env": job_environment(claim, sandbox, self.agent_id),
-            "cwd": str(sandbox),
-            "user": self.payload.uid,
-            "group": self.payload.gid,
-        }
-        data = json.dumps(doc).encode()
         own_env = {
             "PATH": os.environ.get("PATH", DEFAULT_PATH),
             environment.JOB_ID: str(job.id),
             environment.AGENT_ID: self.agent_id,
         }
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-I",
-            "-S",
-            SUPERVISOR,
-            str(os.getpid()),
+        return await spawn_supervised(
+            list(job.spec.command),
+            env=job_environment(claim, sandbox, self.agent_id),
             cwd=sandbox,
-            env=own_env,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
+            user=self.payload.uid,
+            group=self.payload.gid,
+            own_env=own_env,
         )
-        assert process.stdin is not None
-        try:
-            process.stdin.write(data)
-            await process.stdin.drain()
-            process.stdin.close()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # it died before reading: its exit code and stderr say why
-        return process
 
     def _record_running(self, pgid: int, job_id: int) -> None:
         """Write ``running.json`` (pgid, job, the leader's start time), 0600, atomically."""

@@ -13,12 +13,11 @@ import ctypes
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
-import aiohttp
 import structlog
 
-from podgrid.https import client_session
 from podgrid.config.refresher import ConfigRefresher
 from podgrid.config.runtime import capture_signals
+from podgrid.https import client_session
 from podgrid.jobagent.agent import Agent
 from podgrid.jobagent.payload import resolve_payload, warn_if_not_isolated
 from podgrid.jobagent.poller import ServerPoller

@@ -28,7 +28,7 @@ from podgrid.config.runtime import write_private_file
 from podgrid.jobagent import idle as idle_preload
 from podgrid.jobagent.attach import WorkerGrant
 from podgrid.jobagent.payload import Payload, base_environment
-from podgrid.jobagent.processes import exit_status, stop_group
+from podgrid.jobagent.processes import exit_status, spawn_supervised, stop_group
 from podgrid.protocol import AttachGrant
 
 log = structlog.get_logger("podgrid.jobagent")
@@ -165,7 +165,7 @@ class WorkerRun:
         self._follower: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Write the credentials and start the worker (its own session/process group).
+        """Write the credentials and start the worker (supervised, its own session/process group).
 
         The worker gets :func:`worker_environment` only, and runs as the payload user when
         the agent has one: its TLS files are then handed to that user, the directories it
@@ -184,17 +184,16 @@ class WorkerRun:
         argv = worker_command(
             self.grant, tls_dir, work_dir, self.death_timeout_s, self.idle_timeout_s
         )
-        self.process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-            cwd=self.run_dir,
+        # Under the supervisor, like a batch job: the worker dies with this agent, SIGKILL
+        # included (PR_SET_PDEATHSIG), and never sees the agent's environment.
+        self.process = await spawn_supervised(
+            argv,
             env=worker_environment(self.run_dir),
+            cwd=self.run_dir,
             user=self.payload.uid,
             group=self.payload.gid,
-            extra_groups=[] if self.payload.isolated else None,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         assert self.process.stdout is not None
         self._follower = asyncio.create_task(

@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from podgrid.config.request import ServerRequest
@@ -63,12 +64,27 @@ def request_record(row: sa.RowMapping) -> RequestRecord:
     )
 
 
+def _stored_spec(data: Any) -> JobSpec:
+    """The stored spec; one that today's checks refuse (an old row) is shown as it is.
+
+    The matcher never hands such a job out (:func:`podgrid.masterqueue.matcher.claim`); its
+    owner can still read and kill it, which a 500 would prevent.
+    """
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError:
+        fields = dict(data) if isinstance(data, dict) else {}
+        for name in ("packages", "sites"):  # tuples in the model, lists in JSON
+            fields[name] = tuple(fields.get(name) or ())
+        return JobSpec.model_construct(**fields)
+
+
 def job_record(row: sa.RowMapping | dict[str, Any]) -> JobRecord:
     """A ``jobs`` row (or a dict with its columns) as a :class:`JobRecord`."""
     return JobRecord(
         id=row["id"],
         owner=row["owner"],
-        spec=JobSpec.model_validate(row["spec"]),
+        spec=_stored_spec(row["spec"]),
         state=row["state"],
         attempts=row["attempts"],
         agent_id=row["agent_id"],

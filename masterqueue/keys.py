@@ -9,10 +9,10 @@ from aiohttp import web
 
 from podgrid.masterqueue.loops import LaunchLoop
 from podgrid.masterqueue.metrics import MasterQueueMetrics
-from podgrid.pki import CertificateAuthority
 from podgrid.masterqueue.settings import MasterQueueSettings
 from podgrid.masterqueue.store import Store
 from podgrid.masterqueue.token_cache import TokenCache
+from podgrid.pki import CertificateAuthority
 
 
 @dataclass

@@ -20,16 +20,18 @@ import secrets
 from functools import cache
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from podgrid.masterqueue._driver import DriverStatement
 from podgrid.masterqueue._rows import job_record
 from podgrid.masterqueue.db import now_ms
 from podgrid.masterqueue.schema import job_events, jobs
-from podgrid.protocol import Claim, JobState, SlotDescription
+from podgrid.protocol import Claim, JobSpec, JobState, SlotDescription
 
 MIN_LEASE_S = 1.0  # seconds
 MAX_LEASE_S = 86_400.0  # seconds
+MAX_REFUSED_PER_CLAIM = 16  # invalid stored jobs ended per claim before answering "none"
 _WAITING = JobState.WAITING.value
 _CLAIMED_COLUMNS = (jobs.c.id, jobs.c.owner, jobs.c.spec, jobs.c.attempts, jobs.c.created_ms)
 
@@ -45,6 +47,11 @@ _ASSIGN = DriverStatement(
         attempts=jobs.c.attempts + 1,
         updated_ms=sa.bindparam("b_at"),
     )
+)
+_REFUSE = DriverStatement(
+    jobs.update()
+    .where(jobs.c.id == sa.bindparam("b_id"), jobs.c.state == _WAITING)
+    .values(state=JobState.ERROR_E.value, updated_ms=sa.bindparam("b_at"))
 )
 _EVENT = DriverStatement(
     job_events.insert(), column_keys=["job_id", "state", "agent_id", "reason", "at_ms"]
@@ -93,12 +100,47 @@ def _select(n_packages: int, locking: bool) -> DriverStatement:
 
 
 async def claim(conn: AsyncConnection, slot: SlotDescription, lease_s: float) -> Claim | None:
-    """Assign the best fitting job to ``slot.agent_id`` with a fresh lease, or None."""
+    """Assign the best fitting job to ``slot.agent_id`` with a fresh lease, or None.
+
+    A stored job whose spec no longer validates (written before today's checks: a NUL in an
+    argument, ``=`` in a variable name) is never handed out: it ends ERROR_E with the reason,
+    and the next job is looked at, so one old poison job cannot stop a site's matching.
+    """
     lease_ms = int(min(max(lease_s, MIN_LEASE_S), MAX_LEASE_S) * 1000)
     q = _select(len(set(slot.packages)), conn.dialect.name != "sqlite")
-    row = await q.first(conn, _params(slot))
-    if row is None:
-        return None
+    for _ in range(MAX_REFUSED_PER_CLAIM + 1):
+        row = await q.first(conn, _params(slot))
+        if row is None:
+            return None
+        job_id, owner, raw, attempts, created_ms = row
+        spec = json.loads(raw) if isinstance(raw, str | bytes) else raw
+        try:
+            JobSpec.model_validate(spec)
+        except ValidationError as e:
+            await _refuse(conn, job_id, slot, e)
+            continue
+        return await _assign(conn, slot, lease_ms, (job_id, owner, spec, attempts, created_ms))
+    return None
+
+
+async def _refuse(
+    conn: AsyncConnection, job_id: int, slot: SlotDescription, e: ValidationError
+) -> None:
+    at = now_ms()
+    first = e.errors(include_url=False)[0]
+    where = ".".join(str(x) for x in first["loc"])
+    reason = f"the stored job is not valid today ({where}: {first['msg']}); not run"[:1000]
+    await _REFUSE.rowcount(conn, {"b_id": job_id, "b_at": at})
+    event = {"job_id": job_id, "state": JobState.ERROR_E.value, "agent_id": slot.agent_id}
+    await _EVENT.rowcount(conn, {**event, "reason": reason, "at_ms": at})
+
+
+async def _assign(
+    conn: AsyncConnection,
+    slot: SlotDescription,
+    lease_ms: int,
+    row: tuple[int, str, object, int, int],
+) -> Claim | None:
     job_id, owner, spec, attempts, created_ms = row
     at = now_ms()
     token = secrets.token_urlsafe(24)
@@ -130,7 +172,7 @@ async def claim(conn: AsyncConnection, slot: SlotDescription, lease_s: float) ->
         {
             "id": job_id,
             "owner": owner,
-            "spec": json.loads(spec) if isinstance(spec, str | bytes) else spec,
+            "spec": spec,
             "state": JobState.ASSIGNED.value,
             "attempts": attempts + 1,
             "agent_id": slot.agent_id,

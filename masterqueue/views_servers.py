@@ -19,13 +19,13 @@ from podgrid.errors import BadRequest, http_error
 from podgrid.masterqueue import keys
 from podgrid.masterqueue.auth import require
 from podgrid.masterqueue.broker_ca import server_name, sign_broker
+from podgrid.masterqueue.edge import json_body, path_id
 from podgrid.masterqueue.signing import (
     TICKET_TTL_S,
     attach_ticket,
     load_sign_key,
     sign_secret,
 )
-from podgrid.masterqueue.edge import json_body, path_id
 from podgrid.pki import BadCSR
 from podgrid.protocol import (
     REQUEST_FINAL,

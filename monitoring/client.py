@@ -19,9 +19,9 @@ import aiohttp
 import structlog
 from yarl import URL
 
-from podgrid.https import client_session
 from podgrid.config.retry import retry_policy
 from podgrid.errors import RETRYABLE, CallFailed, ServerError, ServiceError, Unreachable
+from podgrid.https import client_session
 from podgrid.monitoring.apmon_publisher import SEND_FAILURES, ApMonPublisher, ParamValue
 from podgrid.monitoring.rest_parse import (
     MEDIA_TYPES,

@@ -44,6 +44,7 @@ PASSED: dict[str, str] = {
     "registry_publish": "--registry-publish",
     "config_refresh": "--config-refresh",
     "grace": "--grace",
+    "payload_user": "--payload-user",
 }
 
 
@@ -65,6 +66,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--registry-publish", default=None)
     run.add_argument("--config-refresh", type=positive_seconds, default=None)
     run.add_argument("--grace", type=non_negative_seconds, default=None, help="batch job grace (s)")
+    run.add_argument(
+        "--payload-user",
+        default=None,
+        metavar="USER",
+        help="agents run workers and batch jobs as this user (the agents must run as root)",
+    )
     run.add_argument("--max-restarts-per-minute", type=positive_int, default=10)
     run.add_argument("--state-dir", type=Path, default=None)
     run.add_argument("--http", type=host_port, default=None, help="serve /metrics and /healthz")

@@ -107,3 +107,16 @@ async def test_factory_keeps_real_agents_alive_and_sums_their_time(tmp_path: Pat
         assert totals["polling"] > 4, totals
         summed = json.loads((tmp_path / "site" / "site.json").read_text())["seconds"]
         assert summed == totals
+
+
+def test_the_site_passes_the_payload_user_to_every_agent(tmp_path: Path) -> None:
+    from podgrid._cmd_site import spec_maker
+    from podgrid.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["site", "run", "--agents", "2", "--payload-user", "nobody", "--state-dir", str(tmp_path)]
+    )
+    make = spec_maker(args, tmp_path)
+    for n in (0, 1):
+        argv = list(make(n).argv)
+        assert argv[argv.index("--payload-user") + 1] == "nobody"

@@ -263,6 +263,33 @@ async def test_sigkill_of_the_agent_kills_its_job(tmp_path: Path) -> None:
         assert took < 2.0
 
 
+async def test_sigkill_of_the_agent_kills_its_dask_worker(tmp_path: Path) -> None:
+    """Attack: SIGKILL the agent while it runs a worker; the worker (its own session) ran on,
+    still holding its place in the cluster and the slot's resources."""
+    config = ldif_with(tmp_path / "c.ldif", SITE, CE, podPollDuration=3600, podPollInterval=1)
+    async with running_grid(tmp_path, launcher="local", broker_command=BROKER) as grid:
+        agent = grid.start_agent(
+            "kw", config, "--slot-ttl", "600", "--cores", "1", "--memory", "2048", site=SITE, ce=CE
+        )
+        await grid.user.submit_request(ONE_WORKER, "toml")
+        await eventually(lambda: bool(agent.events("jobagent.attached")), 60, "worker attached")
+        (started,) = agent.events("jobagent.worker_started")
+        group = int(started["pid"])  # the leader of the worker's session and process group
+        members = [p.pid for p in psutil.process_iter(["pid"]) if _pgid(p.pid) == group]
+        assert members
+        agent.process.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(agent.process.wait, 10)
+        took = await eventually(lambda: all(gone(pid) for pid in members), 5.0, "worker gone")
+        assert took < 5.0
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
 async def test_a_replacement_agent_kills_what_its_predecessor_left(tmp_path: Path) -> None:
     """Attack: agent and supervisor die together (OOM killer); a grandchild of the job lives.
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from podgrid.masterqueue.jobs import FREE_RELEASES
+from podgrid.protocol import JobSpec
 from tests.masterqueue.api_helpers import Api, Service, mq_service
 from tests.masterqueue.test_api_jobs import SLOT, agent_api
 
@@ -123,3 +124,28 @@ async def test_poison_jobs_are_refused_at_submit_naming_the_field(
         assert "NUL" in nul.body["message"]
         listed = await alice.call("GET", "/v1/jobs")
         assert listed.body["jobs"] == [], "nothing of it entered the queue"
+
+
+async def test_an_old_poison_job_in_the_database_does_not_stop_matching(
+    tmp_path: Path, db_url: str
+) -> None:
+    """A job stored before the submit checks (a NUL in argv): matched, it crashed every agent.
+
+    Now the claim ends it ERROR_E with the reason and hands out the next job instead.
+    """
+    async with mq_service(tmp_path, db_url=db_url) as svc:
+        alice, agent = await svc.user("alice"), await agent_api(svc)
+        poison = JobSpec.model_construct(command=["echo", "a\u0000b"], env={"A=B": "x"})
+        (old,) = await svc.store.submit_jobs("alice", [poison])
+        good = await alice.call("POST", "/v1/jobs", json={"command": ["true"]})
+        for _ in range(2):  # the second match finds the poison job already ended
+            claim = await agent.call("POST", "/v1/match", json=SLOT)
+            assert claim.status in (200, 204)
+            if claim.status == 200:
+                assert claim.body["job"]["id"] == good.body["id"]
+        shown = await alice.call("GET", f"/v1/jobs/{old}")
+        assert shown.status == 200
+        assert shown.body["state"] == "ERROR_E"
+        reason = shown.body["history"][-1]["reason"]
+        assert "not valid today" in reason
+        assert "command" in reason
