@@ -69,6 +69,8 @@ REQUEST_TIMEOUT_S: Final = 10.0  # s, one HTTP exchange
 RETRY_ATTEMPTS: Final = 4
 RETRY_DEADLINE_S: Final = 20.0  # s, all attempts of one call together
 PAGE_SIZE: Final = 100  # records per page when iterating a listing
+LONGPOLL_SLACK_S: Final = 10.0  # s, a long-poll's exchange may take this much beyond its wait
+MAX_LONGPOLL_S: Final = 15.0  # s, one long-poll asks for at most this (within the retry deadline)
 _RETRY_STATUSES: Final = frozenset({502, 503, 504})
 _CONTENT_TYPES: Final[dict[str, str]] = {
     "toml": "application/toml",
@@ -149,9 +151,22 @@ class MasterQueueClient:
         )
         return _model(RequestRecord, data)
 
-    async def get_request(self, request_id: int) -> RequestDetail:
-        """One request with its workers and timeline (only the owner's, unless admin)."""
-        data = await self._call("GET", f"/v1/requests/{request_id}", idempotent=True)
+    async def get_request(
+        self, request_id: int, *, wait_s: float = 0.0, since: str | None = None
+    ) -> RequestDetail:
+        """One request with its workers and timeline (only the owner's, unless admin).
+
+        With ``wait_s`` and ``since`` (the ``version`` of an earlier answer), a long-poll: the
+        answer comes when the request changed, or after ``wait_s`` seconds.
+        """
+        params: dict[str, str] = {}
+        extra: dict[str, Any] = {}
+        if wait_s > 0 and since is not None:
+            params = {"wait": f"{wait_s:.3f}", "since": since}
+            extra["timeout"] = aiohttp.ClientTimeout(total=wait_s + LONGPOLL_SLACK_S)
+        data = await self._call(
+            "GET", f"/v1/requests/{request_id}", params=params, idempotent=True, **extra
+        )
         return _model(RequestDetail, data)
 
     async def list_requests(
@@ -393,8 +408,9 @@ class MasterQueueClient:
             raise RuntimeError("MasterQueueClient used outside 'async with'")
         headers = {"Authorization": f"Bearer {self._token}", "Accept": "application/json"}
         headers.update(kwargs.pop("headers", {}))
+        timeout = kwargs.pop("timeout", self._timeout)
         async with self._session.request(
-            method, self.url + path, headers=headers, timeout=self._timeout, **kwargs
+            method, self.url + path, headers=headers, timeout=timeout, **kwargs
         ) as resp:
             if resp.status == 204:
                 return None

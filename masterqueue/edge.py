@@ -90,6 +90,31 @@ def _query_int(
     return int(text)
 
 
+def wait_params(request: web.Request, max_wait_s: float) -> tuple[float, str | None]:
+    """``?wait=SECONDS`` (0..max, decimals allowed; default 0) and ``?since=VERSION``."""
+    text = request.query.get("wait") or "0"
+    try:
+        wait = float(text)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait <= max_wait_s:  # also refuses nan and inf
+        raise http_error(
+            400,
+            "invalid_query",
+            f"wait: expected seconds 0..{max_wait_s:g}, got {text[:40]!r}",
+            [{"loc": ["query", "wait"], "msg": f"expected seconds 0..{max_wait_s:g}"}],
+        )
+    since = request.query.get("since")
+    if since is not None and (len(since) > 64 or not since.isprintable()):
+        raise http_error(
+            400,
+            "invalid_query",
+            "since: expected the version of an earlier answer",
+            [{"loc": ["query", "since"], "msg": "expected the version of an earlier answer"}],
+        )
+    return wait, since
+
+
 def page_params(request: web.Request) -> tuple[int, int | None]:
     """``?limit=`` (1..1000, default 50) and ``?after=`` (the ``next`` cursor of the last page)."""
     limit = _query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)

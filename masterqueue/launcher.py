@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -24,10 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import structlog
+
 from podgrid.config import environment
 from podgrid.config.processes import group_alive, signal_group
 from podgrid.masterqueue.signing import SIGN_SECRET_ENV, sign_secret
 from podgrid.protocol import RequestRecord
+
+log = structlog.get_logger("podgrid.masterqueue")
 
 TOKEN_ENV = environment.TOKEN
 URL_ENV = environment.URL
@@ -37,6 +42,8 @@ LOG_TAIL_BYTES = 4096
 REASON_MAX_CHARS = 1000  # the reason column holds 1024
 STOP_POLL_S = 0.05  # seconds between checks while waiting for a group to exit
 EXIT_UNKNOWN = -256  # the broker is gone but its exit status could not be learned
+MAX_WARM_DEATHS = 3  # warm brokers that die unused before the pool is given up
+WARM_EXIT_WAIT_S = 5.0  # seconds an unused warm broker gets to leave when the pool closes
 
 
 @dataclass
@@ -88,8 +95,12 @@ class Launcher(Protocol):
         """How the broker ended (exit code or signal) and the last lines of its log."""
         ...
 
+    async def fill(self) -> None:
+        """Top up what the launcher keeps ready (warm brokers); a no-op for most."""
+        ...
+
     async def close(self) -> None:
-        """Release connections (the brokers keep running)."""
+        """Release connections and anything kept ready (the serving brokers keep running)."""
         ...
 
 
@@ -134,12 +145,68 @@ class LocalLauncher:
     """Brokers as local subprocesses, each in its own session and process group."""
 
     def __init__(
-        self, command: Sequence[str], log_dir: Path, host: str, *, sign_key: bytes | None = None
+        self,
+        command: Sequence[str],
+        log_dir: Path,
+        host: str,
+        *,
+        sign_key: bytes | None = None,
+        warm: int = 0,
     ) -> None:
         self.command = list(command)
         self.log_dir = log_dir
         self.host = host
         self.sign_key = sign_key  # None: brokers cannot sign owner certificates
+        self.warm = warm  # warm brokers to keep ready (``broker serve --warm``)
+        self._pool: list[tuple[subprocess.Popen[bytes], Path]] = []
+        self._warm_deaths = 0  # warm brokers in a row that died unused
+        self.warm_used = 0  # requests served by a warm broker (for tests and metrics)
+        self.cold_used = 0
+
+    def _child_env(self, extra: Mapping[str, str]) -> dict[str, str]:
+        child_env = {**os.environ, **extra}
+        for secret in (SIGN_SECRET_ENV, TOKEN_ENV):
+            child_env.pop(secret, None)  # never a secret of our own environment
+        return child_env
+
+    async def fill(self) -> None:
+        """Keep ``warm`` warm brokers ready (dead ones replaced; three deaths in a row stop it)."""
+        alive = []
+        for proc, log_path in self._pool:
+            if proc.poll() is None:
+                alive.append((proc, log_path))
+            else:
+                self._warm_deaths += 1
+                log.warning("launcher.warm_broker_died", code=proc.returncode, log=str(log_path))
+        self._pool = alive
+        if self._warm_deaths >= MAX_WARM_DEATHS:
+            if self.warm:
+                log.error("launcher.warm_pool_off", deaths=self._warm_deaths)
+            self.warm = 0
+        while len(self._pool) < self.warm:
+            self._pool.append(await asyncio.to_thread(self._spawn_warm))
+
+    def _spawn_warm(self) -> tuple[subprocess.Popen[bytes], Path]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"warm-{os.getpid()}-{time.monotonic_ns()}.log"
+        with log_path.open("ab") as log_file:
+            proc = subprocess.Popen(  # noqa: S603 - the configured broker command
+                [*self.command, "--warm"],
+                stdin=subprocess.PIPE,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=self._child_env({}),
+                start_new_session=True,
+                close_fds=True,
+            )
+        return proc, log_path
+
+    def _take_warm(self) -> tuple[subprocess.Popen[bytes], Path] | None:
+        while self._pool:
+            proc, log_path = self._pool.pop(0)
+            if proc.poll() is None:
+                return proc, log_path
+        return None
 
     def pick_host(self) -> str:
         """This host."""
@@ -151,12 +218,18 @@ class LocalLauncher:
         """Spawn the broker here; OSError when the command cannot be run."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{request.id}.log"
+        secrets = {TOKEN_ENV: broker_token}
+        if self.sign_key is not None:
+            secrets[SIGN_SECRET_ENV] = sign_secret(self.sign_key, request.id)
+        warm = self._take_warm()
+        if warm is not None:
+            handle = await self._assign(warm, request, {**env, **secrets}, host, log_path)
+            if handle is not None:
+                return handle
+        self.cold_used += 1
         argv = [*self.command, "--request-id", str(request.id)]
         argv += ["--masterqueue", env[URL_ENV]]
-        child_env = {**os.environ, **env, TOKEN_ENV: broker_token}
-        child_env.pop(SIGN_SECRET_ENV, None)  # never a secret of our own environment
-        if self.sign_key is not None:
-            child_env[SIGN_SECRET_ENV] = sign_secret(self.sign_key, request.id)
+        child_env = {**self._child_env(env), **secrets}
         with log_path.open("ab") as log_file:
             proc = await asyncio.to_thread(
                 subprocess.Popen,
@@ -168,6 +241,38 @@ class LocalLauncher:
                 start_new_session=True,
                 close_fds=True,
             )
+        return LaunchHandle(
+            request_id=request.id,
+            host=host,
+            pid=proc.pid,
+            pgid=proc.pid,
+            log_path=log_path,
+            process=proc,
+        )
+
+    async def _assign(
+        self,
+        warm: tuple[subprocess.Popen[bytes], Path],
+        request: RequestRecord,
+        env: Mapping[str, str],
+        host: str,
+        log_path: Path,
+    ) -> LaunchHandle | None:
+        """Hand ``request`` to a warm broker on its stdin; None if it died meanwhile."""
+        proc, warm_log = warm
+        names = {k: v for k, v in env.items() if k != URL_ENV}
+        line = json.dumps({"request_id": request.id, "masterqueue": env[URL_ENV], "env": names})
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(line.encode() + b"\n")
+            proc.stdin.close()
+        except OSError:
+            log.warning("launcher.warm_broker_gone", request_id=request.id)
+            return None
+        with contextlib.suppress(OSError):
+            warm_log.replace(log_path)  # the open log file follows: one log per request
+        self.warm_used += 1
+        asyncio.get_running_loop().create_task(self.fill())  # refill in the background
         return LaunchHandle(
             request_id=request.id,
             host=host,
@@ -213,7 +318,18 @@ class LocalLauncher:
         return clean_reason(text)
 
     async def close(self) -> None:
-        """Nothing to release."""
+        """Stop the warm brokers (they hold no request: EOF on stdin makes them exit)."""
+        pool, self._pool, self.warm = self._pool, [], 0
+        for proc, _ in pool:
+            if proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+        for proc, _ in pool:
+            try:
+                await asyncio.to_thread(proc.wait, WARM_EXIT_WAIT_S)
+            except subprocess.TimeoutExpired:
+                signal_group(proc.pid, signal.SIGKILL)
+                await asyncio.to_thread(proc.wait)
 
 
 async def stop(launcher: Launcher, handle: LaunchHandle, grace_s: float) -> None:

@@ -5,7 +5,8 @@ Hosts are used round-robin. On the chosen host the broker runs in its own sessio
 wrapper (the session leader) writes the broker's exit status to ``<log dir>/<id>.exit``. The
 per-request token, the request's sign secret and the ApMon password travel on the SSH
 channel's stdin (``NAME=value`` lines) into the environment, never in a command line (which
-any user of the host can read in ``ps``) or on disk. One SSH connection per host is kept open and re-opened when it drops.
+any user of the host can read in ``ps``) or on disk. One SSH connection per host is kept
+open and re-opened when it drops.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path, PurePosixPath
 
 import asyncssh
 
+from podgrid.config import environment
 from podgrid.masterqueue.launcher import (
     EXIT_UNKNOWN,
     LOG_TAIL_LINES,
@@ -26,7 +28,6 @@ from podgrid.masterqueue.launcher import (
     LaunchHandle,
     describe_code,
 )
-from podgrid.config import environment
 from podgrid.masterqueue.signing import SIGN_SECRET_ENV, sign_secret
 from podgrid.protocol import RequestRecord
 
@@ -176,6 +177,9 @@ class SshLauncher:
         lines = " | ".join(line.strip() for line in tail.splitlines() if line.strip())
         text = f"{status} on {handle.host}; last log lines: {lines}" if lines else status
         return text[:REASON_MAX_CHARS]
+
+    async def fill(self) -> None:
+        """Nothing is kept ready on remote hosts (no warm brokers over SSH yet)."""
 
     async def close(self) -> None:
         """Close every SSH connection."""

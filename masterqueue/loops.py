@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from pathlib import Path
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import structlog
 
@@ -107,9 +107,10 @@ class LaunchLoop:
         self.started_at: dict[int, float] = {}  # request id -> wall time its broker started
 
     async def tick(self) -> None:
-        """Launch what waits, then watch what runs."""
+        """Launch what waits, then watch what runs, then top up the warm brokers."""
         await self.launch_waiting()
         await self.watch()
+        await self.launcher.fill()
 
     async def launch_waiting(self) -> None:
         """Start a broker for every WAITING request this process wins the claim for."""

@@ -107,7 +107,11 @@ def make_launcher(settings: MasterQueueSettings, master_hosts: list[str]) -> Lau
         host = settings.master_host or socket.gethostname()
         sign_key = load_sign_key(settings.sign_key_path)
         return LocalLauncher(
-            settings.broker_command, settings.broker_log_dir, host, sign_key=sign_key
+            settings.broker_command,
+            settings.broker_log_dir,
+            host,
+            sign_key=sign_key,
+            warm=settings.warm_brokers,
         )
     if settings.launcher == "ssh":
         if not master_hosts:

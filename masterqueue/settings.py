@@ -102,6 +102,9 @@ class MasterQueueSettings(BaseModel):
         "(default <state_dir>/broker-ca.pem; master queues sharing a database must share it)",
     )
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)
+    warm_brokers: int = Field(
+        0, ge=0, le=64, description="local launcher: brokers kept started, Dask imported"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -123,7 +126,7 @@ class MasterQueueSettings(BaseModel):
 
     @property
     def broker_ca_path(self) -> Path:
-        """The broker CA file (0600, made on first use); see :mod:`podgrid.masterqueue.broker_ca`."""
+        """The broker CA file (0600, made on first use): :mod:`podgrid.masterqueue.broker_ca`."""
         return self.broker_ca_file or self.state_dir / "broker-ca.pem"
 
     @property

@@ -34,6 +34,7 @@ from podgrid.masterqueue.hosts import MasterHost
 from podgrid.masterqueue.migrate import migrate
 from podgrid.masterqueue.models import Principal
 from podgrid.masterqueue.sweeps import Swept
+from podgrid.masterqueue.watch import RequestWatch
 from podgrid.protocol import (
     Claim,
     ConnectionInfo,
@@ -63,6 +64,7 @@ class Store:
     ) -> None:
         self.engine = engine
         self._db = Database(engine, retry_deadline_s=retry_deadline_s)
+        self.watch = RequestWatch()  # long-polls of this process wait here
 
     @classmethod
     async def connect(
@@ -189,10 +191,12 @@ class Store:
         ``expected`` makes it a compare-and-set on a known state (the launcher passes WAITING so
         two launchers never both start a broker); ``master_host`` records where it runs.
         """
-        return await self._db.run(
+        record = await self._db.run(
             lambda c: requests.transition(c, request_id, to_state, reason, expected, master_host),
             name="transition",
         )
+        self.watch.changed(request_id)
+        return record
 
     async def broker_report(
         self,
@@ -203,14 +207,18 @@ class Store:
         connection: ConnectionInfo | None = None,
     ) -> RequestRecord:
         """A broker heartbeat: state (may skip ahead along the main chain), workers, address."""
-        return await self._db.run(
+        record = await self._db.run(
             lambda c: requests.broker_report(c, request_id, state, workers, address, connection),
             name="broker_report",
         )
+        self.watch.changed(request_id)
+        return record
 
     async def cancel_request(self, request_id: int, owner: str | None) -> RequestRecord:
         """CANCELLED; NotOwner if ``owner`` differs (``owner=None``: an admin)."""
-        return await self._db.run(lambda c: requests.cancel(c, request_id, owner), name="cancel")
+        record = await self._db.run(lambda c: requests.cancel(c, request_id, owner), name="cancel")
+        self.watch.changed(request_id)
+        return record
 
     # -- jobs -----------------------------------------------------------------------------
     async def submit_job(
@@ -298,9 +306,12 @@ class Store:
     ) -> list[Swept]:
         """EXPIRED (ttl over; max_wait without min_workers) or FAILED (broker heartbeat lost)."""
         at, timeout_ms = _now(now), int(heartbeat_timeout_s * 1000)
-        return await self._db.run(
+        swept = await self._db.run(
             lambda c: sweeps.expire_requests(c, at, timeout_ms), name="expire_requests"
         )
+        for item in swept:
+            self.watch.changed(item.id)
+        return swept
 
     async def purge_finished(self, older_than: datetime) -> tuple[int, int]:
         """Delete final requests and jobs not changed since ``older_than``: (requests, jobs)."""

@@ -79,6 +79,7 @@ Endpoints (role; admin may do everything):
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aiohttp import web
@@ -90,6 +91,7 @@ from podgrid.config.request_errors import RequestError
 from podgrid.errors import http_error
 from podgrid.masterqueue import keys
 from podgrid.masterqueue.auth import ensure_owner, owner_filter, principal, require
+from podgrid.masterqueue.broker_ca import server_name
 from podgrid.masterqueue.edge import (
     body_text,
     idempotency_key,
@@ -98,12 +100,13 @@ from podgrid.masterqueue.edge import (
     page_params,
     path_id,
     state_params,
+    wait_params,
 )
 from podgrid.masterqueue.errors import IllegalTransition
 from podgrid.masterqueue.http_errors import request_config_error
 from podgrid.masterqueue.models import Principal
-from podgrid.masterqueue.broker_ca import server_name
 from podgrid.masterqueue.signing import load_sign_key, sign_owner_csr, sign_secret
+from podgrid.masterqueue.watch import MAX_WAIT_S, RECHECK_S, request_version
 from podgrid.protocol import (
     REQUEST_FINAL,
     ConnectionReply,
@@ -180,13 +183,27 @@ async def _visible_request(request: web.Request, who: Principal, request_id: int
 
 
 async def get_request(request: web.Request) -> web.Response:
-    """``GET /v1/requests/{id}``: the request with its timeline and workers."""
+    """``GET /v1/requests/{id}[?wait=S&since=V]``: the request with its timeline and workers.
+
+    With ``wait``, an answer whose ``version`` would still be ``since`` is held back until
+    the request changes or ``wait`` seconds pass (a long-poll, :mod:`.watch`).
+    """
     who = await principal(request)
     request_id = path_id(request)
-    record = await _visible_request(request, who, request_id)
-    events = await request.app[keys.STORE].request_events(request_id)
+    wait_s, since = wait_params(request, MAX_WAIT_S)
+    store = request.app[keys.STORE]
+    deadline = time.monotonic() + wait_s
+    while True:
+        record = await _visible_request(request, who, request_id)
+        events = await store.request_events(request_id)
+        version = request_version(record, events)
+        left = deadline - time.monotonic()
+        if since is None or version != since or left <= 0 or record.state in REQUEST_FINAL:
+            break
+        await store.watch.wait(request_id, min(left, RECHECK_S))
     body = request_json(record)
     body["timeline"] = [e.model_dump(mode="json") for e in events]
+    body["version"] = version
     return web.json_response(body)
 
 

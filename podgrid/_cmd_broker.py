@@ -7,12 +7,20 @@ The broker token comes from ``PODGRID_TOKEN`` (the launcher sets it). The master
 Exit codes: 0 the cluster ended normally (done, cancelled, expired, SIGTERM), 1 a runtime
 failure (master queue unreachable at start, request already final, scheduler failure),
 2 bad flags or environment.
+
+``--warm`` (instead of ``--request-id``): a warm broker for the launcher's pool. It imports
+everything (Dask included), then waits for its one request on stdin: one JSON line
+``{"request_id": N, "masterqueue": URL, "env": {...}}``, ``env`` holding the variables a
+launcher would have set (the broker token, the sign secret, ...): never in argv or on disk.
+It then serves that request like a cold broker, and only that one. End of input before a
+request (the master queue went away): exit 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -42,7 +50,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     group = sub.add_parser("broker", help="the PoD server (a Dask scheduler) of one request")
     commands = group.add_subparsers(dest="broker_command", metavar="COMMAND", required=True)
     serve = commands.add_parser("serve", help="serve one request: scheduler, attach API, publish")
-    serve.add_argument("--request-id", type=int, required=True)
+    which = serve.add_mutually_exclusive_group(required=True)
+    which.add_argument("--request-id", type=int)
+    which.add_argument(
+        "--warm", action="store_true", help="start now, read the one request to serve on stdin"
+    )
     serve.add_argument("--masterqueue", default=None, help="master-queue URL")
     serve.add_argument("--registry", default=None, help="udp://HOST:PORT or http(s)://HOST:PORT")
     serve.add_argument("--config", default=None, help="ldap://host:port/base URL or .ldif path")
@@ -86,6 +98,35 @@ def build_settings(args: argparse.Namespace) -> BrokerSettings:
         raise UsageError(str(e)) from e
 
 
+WARM_ENV_NAMES = frozenset(
+    {
+        TOKEN_ENV,
+        environment.SIGN_SECRET,
+        REGISTRY_ENV,
+        REGISTRY_TOKEN_ENV,
+        environment.APMON_PASSWORD,
+        environment.CA_FILE,
+    }
+)
+MAX_ASSIGNMENT_BYTES = 64 * 1024
+
+
+def read_assignment(args: argparse.Namespace, line: bytes) -> None:
+    """Take a warm broker's request from its stdin line (UsageError when it is not one)."""
+    try:
+        doc = json.loads(line)
+        request_id, url, env = doc["request_id"], doc["masterqueue"], doc["env"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"--warm: not an assignment on stdin: {e}") from e
+    if not (isinstance(request_id, int) and isinstance(url, str) and isinstance(env, dict)):
+        raise UsageError("--warm: the assignment needs request_id, masterqueue and env")
+    unknown = set(env) - WARM_ENV_NAMES
+    if unknown or not all(isinstance(v, str) for v in env.values()):
+        raise UsageError(f"--warm: unexpected variables in the assignment: {sorted(unknown)}")
+    os.environ.update(env)
+    args.request_id, args.masterqueue = request_id, url
+
+
 def serve_command(args: argparse.Namespace) -> int:
     """Handler of ``podgrid broker serve``."""
     from podgrid.broker.service import BrokerStartError, serve  # imports distributed: only here
@@ -93,6 +134,18 @@ def serve_command(args: argparse.Namespace) -> int:
     from podgrid.masterqueue.states import RequestState
 
     setup_logging(args.service_log_format, "INFO")
+    if args.warm:
+        log.info("broker.warm", pid=os.getpid())
+        line = sys.stdin.buffer.readline(MAX_ASSIGNMENT_BYTES)
+        if not line:
+            log.info("broker.warm_unused")  # the pool was closed before it got a request
+            return 0
+        try:
+            read_assignment(args, line)
+        except UsageError as e:
+            print(f"podgrid broker serve: {e}", file=sys.stderr)
+            return 2
+        log.info("broker.assigned", request_id=args.request_id)
     try:
         settings = build_settings(args)
     except UsageError as e:

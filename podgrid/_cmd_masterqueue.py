@@ -53,6 +53,13 @@ def register(sub: Any) -> None:
     serve.add_argument("--ssh-key", type=Path, action="append", default=None)
     serve.add_argument("--ssh-known-hosts", type=Path, default=None)
     serve.add_argument("--db-pool-size", type=int, default=None, help="default: 10")
+    serve.add_argument(
+        "--warm-brokers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="local launcher: keep N brokers started with Dask imported (default 0)",
+    )
     serve.add_argument("--broker-heartbeat-timeout", type=float, default=None, metavar="SECONDS")
     serve.add_argument(
         "--log-format", dest="service_log_format", choices=["json", "console"], default="json"
@@ -74,6 +81,7 @@ def build_settings(args: argparse.Namespace) -> MasterQueueSettings:
     optional = {
         "db_url": args.db,
         "db_pool_size": args.db_pool_size,
+        "warm_brokers": args.warm_brokers,
         "master_hosts": args.master_host,
         "ssh_port": args.ssh_port,
         "ssh_user": args.ssh_user,

@@ -32,7 +32,7 @@ from podgrid.config.request_errors import RequestError, RequestIssue
 from podgrid.endpoints import Endpoint, discover
 from podgrid.errors import BadRequest, PodGridError
 from podgrid.https import trust_ca_file
-from podgrid.masterqueue.client import MasterQueueClient
+from podgrid.masterqueue.client import MAX_LONGPOLL_S, MasterQueueClient
 from podgrid.protocol import (
     READY_STATES,
     REQUEST_FINAL,
@@ -229,23 +229,33 @@ class PodGrid:
         timeout_s: float | None = None,
         poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
     ) -> RequestDetail:
-        """Poll until the request is READY or FULL; ``progress`` sees every polled record.
+        """Wait until the request is READY or FULL; ``progress`` sees every record received.
 
+        Long-polls the master queue (``?wait=&since=``): each answer comes as soon as the
+        request changed, so READY reaches the caller in one round trip. ``poll_interval_s`` is
+        the pause after an answer that brought no change (a master queue without long-polls).
         Raises :class:`RequestFailed` on a final state first, :class:`WaitTimeout` after
         ``timeout_s``.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        detail = await self.client.get_request(request_id)
         while True:
-            detail = await self.client.get_request(request_id)
             if progress is not None:
                 progress(detail)
             if detail.state in READY_STATES:
                 return detail
             if detail.state in REQUEST_FINAL:
                 raise RequestFailed(detail)
-            if deadline is not None and time.monotonic() + poll_interval_s > deadline:
+            left = MAX_LONGPOLL_S if deadline is None else deadline - time.monotonic()
+            if left <= 0:
                 raise WaitTimeout(detail, timeout_s or 0.0)
-            await asyncio.sleep(poll_interval_s)
+            asked = time.monotonic()
+            wait_s = min(left, MAX_LONGPOLL_S)
+            previous = detail.version
+            detail = await self.client.get_request(request_id, wait_s=wait_s, since=previous)
+            quick = time.monotonic() - asked < wait_s / 2
+            if detail.version == previous and quick:
+                await asyncio.sleep(min(poll_interval_s, max(left, 0.0)))  # no long-poll there
 
     # --- batch jobs -----------------------------------------------------------------------
 

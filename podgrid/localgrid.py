@@ -59,6 +59,7 @@ BROKERS_STOP_TIMEOUT_S: Final = 20.0
 BROKER_STOP_GRACE_S: Final = 3.0  # a cancelled broker normally leaves by itself within 2 s
 AGENT_GRACE_S: Final = 5.0  # a batch job's SIGTERM → SIGKILL grace inside an agent
 KILL_WAIT_S: Final = 5.0
+WARM_BROKERS: Final = 1  # a broker kept started: a request gets its cluster without a cold start
 MB: Final = 1024 * 1024
 
 
@@ -278,6 +279,7 @@ def _mq_settings(
          "registry_url": udp, "launcher": "local", "broker_command": broker,
          "broker_stop_grace_s": BROKER_STOP_GRACE_S, "stop_brokers_on_exit": True,
          "sweep_interval_s": 1.0, "launcher_interval_s": 0.2, "apmon_password": apmon_password,
+         "warm_brokers": WARM_BROKERS,
          "tls_cert": tls.services["masterqueue"].cert, "tls_key": tls.services["masterqueue"].key,
          "ca_file": tls.ca_file}
     )  # fmt: skip

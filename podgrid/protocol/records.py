@@ -105,6 +105,9 @@ class RequestDetail(RequestRecord):
     """``GET /v1/requests/{id}``: the record plus its timeline (every state change)."""
 
     timeline: list[RequestEvent] = Field(default_factory=list)
+    version: str = Field(
+        "", description="for ?since= of a long-poll: changes with the timeline, workers, address"
+    )
 
 
 class JobSpec(_Record):
