@@ -16,7 +16,7 @@ import contextlib
 import enum
 import os
 import signal
-from typing import Final
+from typing import Final, Protocol
 
 import structlog
 
@@ -115,8 +115,26 @@ async def wait_group_gone(pgid: int, timeout_s: float) -> bool:
     return True
 
 
+class GroupLeader(Protocol):
+    """A child that leads its own process group: a subprocess, or a worker the zygote forked."""
+
+    @property
+    def pid(self) -> int:
+        """Its pid, which is also its process group's id."""
+        ...
+
+    @property
+    def returncode(self) -> int | None:
+        """Its exit code once it ended (negative: killed by that signal)."""
+        ...
+
+    async def wait(self) -> int:
+        """Wait for it to end; its exit code."""
+        ...
+
+
 async def stop_group(
-    process: asyncio.subprocess.Process,
+    process: GroupLeader,
     grace_s: float,
     first: signal.Signals = signal.SIGTERM,
     *,

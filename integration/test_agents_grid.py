@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 
+from podgrid.jobagent.zygote import COMM_PREFIX, worker_comm
 from tests.jobagent.grid import AgentProcess, Grid, eventually, ldif_with, running_grid
 
 SITE, CE = "GridSite", "grid-ce"
@@ -71,16 +72,28 @@ def dask_workers_of(agents: list[AgentProcess]) -> list[psutil.Process]:
             children = psutil.Process(agent.process.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             continue
-        found += [c for c in children if "distributed.cli.dask_worker" in " ".join(c.cmdline())]
+        found += [c for c in children if _worker_name(c) is not None]
     return found
+
+
+def _worker_name(proc: psutil.Process) -> str | None:
+    """The worker name of a ``dask worker`` process, forked (``dw <name>``) or not; else None."""
+    try:
+        cmd, comm = proc.cmdline(), proc.name()
+    except psutil.Error:
+        return None
+    if "distributed.cli.dask_worker" in " ".join(cmd) and "--name" in cmd[:-1]:
+        return cmd[cmd.index("--name") + 1]
+    return comm.removeprefix(COMM_PREFIX) if comm.startswith(COMM_PREFIX) else None
 
 
 def all_dask_workers_named(names: set[str]) -> list[psutil.Process]:
     """Any process on the machine running a ``dask worker`` with one of ``names``."""
+    cut = {worker_comm(["--name", n]).removeprefix(COMM_PREFIX) for n in names}
     hits = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = proc.info["cmdline"] or []
-        if "distributed.cli.dask_worker" in " ".join(cmd) and names & set(cmd):
+    for proc in psutil.process_iter():
+        found = _worker_name(proc)
+        if found is not None and (found in names or found in cut):
             hits.append(proc)
     return hits
 

@@ -29,6 +29,7 @@ from podgrid.errors import CallFailed
 from podgrid.jobagent import attach as attach_api
 from podgrid.jobagent.attach import BrokerPass
 from podgrid.jobagent.batch import BatchLimits, BatchRunner
+from podgrid.jobagent.forkserver import ForkServer
 from podgrid.jobagent.payload import Payload
 from podgrid.jobagent.poller import ServerPoller
 from podgrid.jobagent.servers import ServerOffer, weighted_order
@@ -36,7 +37,7 @@ from podgrid.jobagent.settings import MAX_BACKOFF_S, AgentSettings
 from podgrid.jobagent.slot import Slot
 from podgrid.jobagent.status import Accounting, Activity, AgentState, StatusReporter
 from podgrid.jobagent.vouch import Vouchers
-from podgrid.jobagent.worker import WorkerRun
+from podgrid.jobagent.worker import WorkerRun, worker_environment
 from podgrid.masterqueue.client import MasterQueueClient
 from podgrid.protocol import AttachGrant, Claim
 
@@ -90,6 +91,12 @@ class Agent:
         self.tally = Tally()
         self._refused: dict[str, float] = {}
         self._failures = 0
+        self.forks: ForkServer | None = None
+        if settings.fork_workers:
+            zygote_dir = settings.state_dir / "zygote"
+            self.forks = ForkServer(
+                worker_environment(zygote_dir), zygote_dir, settings.state_dir / "zygote.log"
+            )
 
     @property
     def pod(self) -> PodSettings:
@@ -116,6 +123,12 @@ class Agent:
     async def run(self) -> int:
         """The agent's life: loop until stopped, then exit cleanly; the exit code (0)."""
         self.status.start()
+        if self.forks is not None:
+            try:
+                await self.forks.start()  # Dask is imported there while we poll
+            except OSError as e:
+                log.warning("jobagent.forkserver_unavailable", error=str(e))
+                self.forks = None
         ttl_watch = asyncio.create_task(self._watch_ttl())
         log.info(
             "jobagent.started",
@@ -134,6 +147,8 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError):
                 await ttl_watch
             self._enter(AgentState.EXITING, "idle", Server="", JobId=0)
+            if self.forks is not None:
+                await self.forks.close()
             self.accounting.flush()
             await self.status.stop()
             seconds = {k: round(v, 3) for k, v in self.accounting.seconds.items()}
@@ -228,6 +243,7 @@ class Agent:
             death_timeout_s=float(self.pod.attach_timeout_s),
             idle_timeout_s=idle_timeout_s,
             payload=self.payload,
+            forks=self.forks,
         )
         try:
             await run.start()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Final
 
 from podgrid.config import processes
-from podgrid.config.processes import exit_status
+from podgrid.config.processes import GroupLeader, exit_status
 from podgrid.jobagent import supervise
 from podgrid.jobagent.payload import DEFAULT_PATH
 
@@ -70,7 +70,7 @@ async def spawn_supervised(
 
 
 async def stop_group(
-    process: asyncio.subprocess.Process, grace_s: float, first: signal.Signals = signal.SIGTERM
+    process: GroupLeader, grace_s: float, first: signal.Signals = signal.SIGTERM
 ) -> int:
     """``first`` to the child's group, SIGKILL to what is left after ``grace_s``; exit code."""
     return await processes.stop_group(process, grace_s, first, killed_event="jobagent.group_killed")

@@ -42,6 +42,7 @@ class AgentSettings(BaseModel):
     refused_s: float = Field(DEFAULT_REFUSED_S, ge=0)
     output_cap_bytes: int = Field(DEFAULT_OUTPUT_CAP_BYTES, ge=0)
     longpoll: bool | None = Field(None, description="None: ask the registry's /healthz")
+    fork_workers: bool = Field(True, description="fork workers from a zygote with Dask imported")
     payload_user: str | None = Field(
         None,
         min_length=1,

@@ -27,6 +27,7 @@ import structlog
 from podgrid.config.runtime import write_private_file
 from podgrid.jobagent import idle as idle_preload
 from podgrid.jobagent.attach import WorkerGrant
+from podgrid.jobagent.forkserver import ForkedProcess, ForkServer
 from podgrid.jobagent.payload import Payload, base_environment
 from podgrid.jobagent.processes import exit_status, spawn_supervised, stop_group
 from podgrid.protocol import AttachGrant
@@ -36,6 +37,7 @@ log = structlog.get_logger("podgrid.jobagent")
 REGISTERED_MARK: Final = "Registered to:"
 MISSED_PROBES: Final = 2  # broker probes missed in a row before the worker is stopped
 LOG_CAP_BYTES: Final = 5 * 1024 * 1024
+FORK_READY_WAIT_S: Final = 10.0  # seconds a worker waits for a zygote still starting
 OUTPUT_DRAIN_S: Final = 2.0  # seconds to read the rest of an ended worker's output
 # Loaded by path, so the worker does not import the agent package (see podgrid.jobagent.idle).
 IDLE_PRELOAD: Final = str(Path(idle_preload.__file__).resolve())
@@ -153,13 +155,16 @@ class WorkerRun:
         death_timeout_s: float,
         idle_timeout_s: float = 0.0,
         payload: Payload | None = None,
+        forks: ForkServer | None = None,
     ) -> None:
         self.grant = grant
         self.payload = payload or Payload()
+        self.forks = forks  # start by forking from the agent's zygote when it is ready
         self.run_dir = run_dir
         self.death_timeout_s = death_timeout_s
         self.idle_timeout_s = idle_timeout_s
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: asyncio.subprocess.Process | ForkedProcess | None = None
+        self.forked = False
         self.registered = asyncio.Event()
         self.retired_idle = asyncio.Event()  # the worker said it retires for want of tasks
         self._follower: asyncio.Task[None] | None = None
@@ -184,17 +189,34 @@ class WorkerRun:
         argv = worker_command(
             self.grant, tls_dir, work_dir, self.death_timeout_s, self.idle_timeout_s
         )
-        # Under the supervisor, like a batch job: the worker dies with this agent, SIGKILL
-        # included (PR_SET_PDEATHSIG), and never sees the agent's environment.
-        self.process = await spawn_supervised(
-            argv,
-            env=worker_environment(self.run_dir),
-            cwd=self.run_dir,
-            user=self.payload.uid,
-            group=self.payload.gid,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
+        env = worker_environment(self.run_dir)
+        if self.forks is not None and self.forks.starting:
+            # Still importing Dask: as quick as a cold start, and without a second import.
+            await self.forks.wait_ready(FORK_READY_WAIT_S)
+        if self.forks is not None and self.forks.alive:
+            try:
+                self.process = await self.forks.spawn(
+                    argv[3:],  # without "python -m distributed.cli.dask_worker"
+                    env=env,
+                    cwd=self.run_dir,
+                    user=self.payload.uid,
+                    group=self.payload.gid,
+                )
+                self.forked = True
+            except OSError as e:
+                log.warning("jobagent.fork_failed", name=self.grant.name, error=str(e))
+        if self.process is None:
+            # Cold, under the supervisor like a batch job: the worker dies with this agent,
+            # SIGKILL included (PR_SET_PDEATHSIG), and never sees the agent's environment.
+            self.process = await spawn_supervised(
+                argv,
+                env=env,
+                cwd=self.run_dir,
+                user=self.payload.uid,
+                group=self.payload.gid,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
         assert self.process.stdout is not None
         self._follower = asyncio.create_task(
             _follow(
@@ -205,6 +227,7 @@ class WorkerRun:
             "jobagent.worker_started",
             name=self.grant.name,
             pid=self.process.pid,
+            forked=self.forked,
             scheduler=self.grant.scheduler_address,
             idle_timeout_s=self.idle_timeout_s,
         )

@@ -162,6 +162,9 @@ class LocalLauncher:
         self._warm_deaths = 0  # warm brokers in a row that died unused
         self.warm_used = 0  # requests served by a warm broker (for tests and metrics)
         self.cold_used = 0
+        self._refill: asyncio.Task[None] | None = None
+        self._closed = False
+        self._filling = asyncio.Lock()  # the launch loop and a refill after an assignment
 
     def _child_env(self, extra: Mapping[str, str]) -> dict[str, str]:
         child_env = {**os.environ, **extra}
@@ -171,6 +174,10 @@ class LocalLauncher:
 
     async def fill(self) -> None:
         """Keep ``warm`` warm brokers ready (dead ones replaced; three deaths in a row stop it)."""
+        async with self._filling:
+            await self._fill()
+
+    async def _fill(self) -> None:
         alive = []
         for proc, log_path in self._pool:
             if proc.poll() is None:
@@ -183,8 +190,13 @@ class LocalLauncher:
             if self.warm:
                 log.error("launcher.warm_pool_off", deaths=self._warm_deaths)
             self.warm = 0
-        while len(self._pool) < self.warm:
-            self._pool.append(await asyncio.to_thread(self._spawn_warm))
+        while len(self._pool) < self.warm and not self._closed:
+            spawned = await asyncio.to_thread(self._spawn_warm)
+            if self._closed:  # closed while it started: it never joins the pool
+                self._stop_unused([spawned])
+                await asyncio.to_thread(spawned[0].wait)
+                break
+            self._pool.append(spawned)
 
     def _spawn_warm(self) -> tuple[subprocess.Popen[bytes], Path]:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -272,7 +284,8 @@ class LocalLauncher:
         with contextlib.suppress(OSError):
             warm_log.replace(log_path)  # the open log file follows: one log per request
         self.warm_used += 1
-        asyncio.get_running_loop().create_task(self.fill())  # refill in the background
+        if self._refill is None or self._refill.done():
+            self._refill = asyncio.get_running_loop().create_task(self.fill())  # in background
         return LaunchHandle(
             request_id=request.id,
             host=host,
@@ -317,13 +330,21 @@ class LocalLauncher:
         text = f"{status}; last log lines: {tail}" if tail else status
         return clean_reason(text)
 
-    async def close(self) -> None:
-        """Stop the warm brokers (they hold no request: EOF on stdin makes them exit)."""
-        pool, self._pool, self.warm = self._pool, [], 0
+    @staticmethod
+    def _stop_unused(pool: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
         for proc, _ in pool:
             if proc.stdin is not None:
                 with contextlib.suppress(OSError):
-                    proc.stdin.close()
+                    proc.stdin.close()  # EOF: an unused warm broker leaves by itself
+
+    async def close(self) -> None:
+        """Stop the warm brokers (they hold no request: EOF on stdin makes them exit)."""
+        self._closed = True
+        if self._refill is not None:
+            with contextlib.suppress(Exception):
+                await self._refill
+        pool, self._pool, self.warm = self._pool, [], 0
+        self._stop_unused(pool)
         for proc, _ in pool:
             try:
                 await asyncio.to_thread(proc.wait, WARM_EXIT_WAIT_S)

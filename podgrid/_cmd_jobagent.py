@@ -56,6 +56,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     run.add_argument("--no-longpoll", action="store_true", help="plain polling every y s")
     run.add_argument(
+        "--no-fork-workers",
+        action="store_true",
+        help="start every worker as a new interpreter (no zygote with Dask imported)",
+    )
+    run.add_argument(
         "--payload-user",
         default=None,
         metavar="USER",
@@ -92,6 +97,7 @@ def settings_from_args(args: argparse.Namespace) -> AgentSettings:
         http_port=args.http[1] if args.http else 0,
         grace_s=args.grace,
         longpoll=False if args.no_longpoll else None,
+        fork_workers=not args.no_fork_workers,
         payload_user=args.payload_user,
         **extra,
     )
