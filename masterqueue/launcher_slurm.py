@@ -188,5 +188,8 @@ class SlurmLauncher:
         text = f"Slurm job {handle.pid} {state}, {status}"
         return clean_reason(f"{text}; last log lines: {tail}" if tail else text)
 
+    async def fill(self) -> None:
+        """Nothing is kept ready on Slurm (no warm brokers there yet)."""
+
     async def close(self) -> None:
         """Nothing to release (the brokers keep running as Slurm jobs)."""

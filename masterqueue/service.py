@@ -30,6 +30,7 @@ from podgrid.masterqueue import keys, views, views_jobs, views_servers
 from podgrid.masterqueue.broker_ca import load_broker_ca
 from podgrid.masterqueue.http_errors import masterqueue_middleware
 from podgrid.masterqueue.launcher import Launcher, LocalLauncher
+from podgrid.masterqueue.launcher_slurm import SlurmLauncher
 from podgrid.masterqueue.launcher_ssh import SshLauncher
 from podgrid.masterqueue.loops import LaunchLoop, QueueDepthPublisher, SweepLoop, run_every
 from podgrid.masterqueue.metrics import MasterQueueMetrics
@@ -124,6 +125,15 @@ def make_launcher(settings: MasterQueueSettings, master_hosts: list[str]) -> Lau
             username=settings.ssh_user,
             client_keys=settings.ssh_client_keys,
             known_hosts=settings.ssh_known_hosts,
+            sign_key=load_sign_key(settings.sign_key_path),
+        )
+    if settings.launcher == "slurm":
+        return SlurmLauncher(
+            settings.broker_command,
+            settings.broker_log_dir,
+            partition=settings.slurm_partition,
+            account=settings.slurm_account,
+            directives=settings.slurm_options,
             sign_key=load_sign_key(settings.sign_key_path),
         )
     return None

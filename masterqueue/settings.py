@@ -30,7 +30,7 @@ DB_FILE_NAME = "masterqueue.db"
 SIGN_KEY_FILE_NAME = "sign.key"
 DEFAULT_DB_POOL_SIZE = 10  # connections per process (MariaDB may overflow to twice this)
 
-LauncherKind = Literal["local", "ssh", "none"]
+LauncherKind = Literal["local", "ssh", "slurm", "none"]
 
 
 def default_broker_command() -> list[str]:
@@ -73,6 +73,11 @@ class MasterQueueSettings(BaseModel):
     ssh_known_hosts: Path | None = Field(None, description="default: ~/.ssh/known_hosts")
     ssh_log_dir: str = Field(
         ".local/state/podgrid/brokers", description="on the master host, relative to home"
+    )
+    slurm_partition: str | None = Field(None, description="slurm launcher: the brokers' partition")
+    slurm_account: str | None = Field(None, description="slurm launcher: the account charged")
+    slurm_options: list[str] = Field(
+        default_factory=list, description="slurm launcher: extra sbatch options (#SBATCH lines)"
     )
     max_workers_cap: int = Field(DEFAULT_MAX_WORKERS_CAP, ge=1)
     broker_heartbeat_timeout_s: float = Field(DEFAULT_BROKER_HEARTBEAT_TIMEOUT_S, gt=0)

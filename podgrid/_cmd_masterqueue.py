@@ -41,7 +41,16 @@ def register(sub: Any) -> None:
     serve.add_argument("--db", default=None, help="database URL (default: SQLite in state dir)")
     serve.add_argument("--config", default=None, help="ldap://host:port/base or an .ldif path")
     serve.add_argument("--state-dir", type=Path, default=None)
-    serve.add_argument("--launcher", choices=["local", "ssh", "none"], default="local")
+    serve.add_argument("--launcher", choices=["local", "ssh", "slurm", "none"], default="local")
+    serve.add_argument("--slurm-partition", default=None, help="slurm launcher: partition")
+    serve.add_argument("--slurm-account", default=None, help="slurm launcher: account")
+    serve.add_argument(
+        "--slurm-option",
+        action="append",
+        default=None,
+        metavar="OPTION",
+        help="slurm launcher: an extra sbatch option (repeatable), e.g. --qos=broker",
+    )
     serve.add_argument("--registry-url", default=None, help="default: podRegistryURL")
     serve.add_argument("--public-url", default=None, help="URL brokers use to reach us")
     serve.add_argument("--broker-command", default=None, help="default: podgrid broker serve")
@@ -82,6 +91,9 @@ def build_settings(args: argparse.Namespace) -> MasterQueueSettings:
         "db_url": args.db,
         "db_pool_size": args.db_pool_size,
         "warm_brokers": args.warm_brokers,
+        "slurm_partition": args.slurm_partition,
+        "slurm_account": args.slurm_account,
+        "slurm_options": args.slurm_option,
         "master_hosts": args.master_host,
         "ssh_port": args.ssh_port,
         "ssh_user": args.ssh_user,
