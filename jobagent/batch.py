@@ -36,6 +36,7 @@ import structlog
 
 from podgrid.config import environment
 from podgrid.config.processes import signal_group
+from podgrid.config.runtime import wait_event
 from podgrid.errors import CallFailed, Conflict
 from podgrid.jobagent import supervise
 from podgrid.jobagent.payload import DEFAULT_PATH, Payload
@@ -50,6 +51,8 @@ DEFAULT_OUTPUT_CAP_BYTES: Final = 10 * 1024 * 1024
 MIN_HEARTBEAT_S: Final = 0.2  # seconds, floor of the lease renewal period
 TIMEOUT_EXIT: Final = 124  # like coreutils' `timeout`
 CANNOT_START_EXIT: Final = supervise.CANNOT_START
+TERM_EXIT: Final = 128 + signal.SIGTERM  # a payload that died of SIGTERM
+SIGTERM_RACE_S: Final = 1.0  # seconds to see whether the agent got the same SIGTERM
 RUNNING_FILE: Final = "running.json"  # the running job's group, for a replacement agent
 RELEASE_REASON: Final = "agent shut down: job returned to the queue"
 REAP_WAIT_S: Final = 5.0  # seconds a leftover group gets to vanish after SIGKILL
@@ -335,6 +338,12 @@ class BatchRunner:
         finally:
             stop.cancel()
         if ended in done:
+            if exit_status(ended.result()) == TERM_EXIT and not stopping.is_set():
+                # A batch system signals the whole job (agent and payload) at once: a payload
+                # killed by SIGTERM just before the agent's own SIGTERM is the agent stopping.
+                await wait_event(stopping, SIGTERM_RACE_S)
+            if stopping.is_set() and exit_status(ended.result()) == TERM_EXIT:
+                return "stopped"
             return "exited"
         if beat in done:
             return "lease_lost"

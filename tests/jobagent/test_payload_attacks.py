@@ -346,6 +346,24 @@ async def test_a_recorded_group_that_is_not_the_job_is_left_alone(tmp_path: Path
 # --- 4. shutdown is not the job's failure ----------------------------------------------------
 
 
+async def test_a_batch_systems_sigterm_to_job_and_agent_returns_the_job(tmp_path: Path) -> None:
+    """scancel / pre-emption signals every process of the slot: the payload died of it a
+    moment before the agent saw its own SIGTERM, and the job was recorded ERROR_E exit 143."""
+    script = "import os, time; print(os.getpid(), flush=True); time.sleep(30)"
+    async with running_grid(tmp_path) as grid:
+        job = await grid.submit_job(sys.executable, "-c", script, max_attempts=1)
+        agent = start(grid, "s1", batch_config(tmp_path))
+        pid = int(await stdout_of(agent, job))
+        os.kill(pid, signal.SIGTERM)  # the payload first, as a batch system may
+        await asyncio.sleep(0.05)
+        agent.process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(agent.process.wait, 20) == 0
+        record = await grid.user.get_job(job)
+        assert str(record.state) == "WAITING", record.history
+        assert record.attempts == 0
+        assert RELEASE_REASON in str(record.history[-1].reason)
+
+
 async def test_sigterm_of_the_agent_returns_its_job_to_the_queue(tmp_path: Path) -> None:
     """Attack (on the user): the operator's SIGTERM recorded her job as ERROR_E exit 143."""
     script = "import time; print('started', flush=True); time.sleep(2)"
