@@ -35,19 +35,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import psutil
 from distributed import Client, LocalCluster
 
 from podgrid.client import PodGrid
 from podgrid.config import setup_logging
 from podgrid.demo import write_demo_config
 from podgrid.localgrid import LocalGrid, run_local_grid
+from podgrid.masterqueue import keys as mq_keys
 from podgrid.masterqueue.client import MasterQueueClient
+from podgrid.masterqueue.launcher import LocalLauncher
 from podgrid.protocol import RequestDetail, RequestState
 
 HERE = Path(__file__).resolve().parent
 GATEWAY_VENV = HERE / ".venv-gateway"
 GATEWAY_REQUIREMENTS = HERE / "requirements-gateway.txt"
 FREE = {"POLLING", "BATCH", "IDLE"}
+MB = 1024 * 1024
 
 
 def request_toml(n: int) -> str:
@@ -145,6 +149,26 @@ def gateway_runs(sizes: list[int], runs: int) -> dict[int, list[float]] | str:
     return {int(k): v for k, v in doc.items()}
 
 
+def memory(grid: LocalGrid) -> dict[str, list[tuple[float, float]]]:
+    """RSS and USS (MB) of each idle agent, its zygote and the warm broker(s)."""
+    kinds: dict[str, list[tuple[float, float]]] = {"agent": [], "zygote": [], "warm broker": []}
+    procs: list[tuple[str, psutil.Process]] = []
+    if grid.site_process is not None:
+        for child in psutil.Process(grid.site_process.pid).children(recursive=True):
+            cmd = " ".join(child.cmdline())
+            if "podgrid.jobagent.zygote" in cmd:
+                procs.append(("zygote", child))
+            elif "jobagent run" in cmd:
+                procs.append(("agent", child))
+    launcher = grid.masterqueue.app[mq_keys.LAUNCH_LOOP].launcher
+    if isinstance(launcher, LocalLauncher):
+        procs += [("warm broker", psutil.Process(p.pid)) for p, _ in launcher._pool]
+    for kind, proc in procs:
+        info = proc.memory_full_info()
+        kinds[kind].append((info.rss / MB, info.uss / MB))
+    return kinds
+
+
 def _median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -155,7 +179,7 @@ async def main(args: argparse.Namespace) -> None:
     pod: dict[int, list[Run]] = {n: [] for n in sizes}
     local: dict[int, list[float]] = {n: [] for n in sizes}
     with tempfile.TemporaryDirectory() as tmp:
-        state = Path(tmp)
+        state = args.state_dir or Path(tmp)
         config = write_demo_config(state / "bench.ldif")
         async with run_local_grid(state, agents=args.agents, config=config) as grid:
             await asyncio.sleep(args.settle)  # the agents' fork servers import Dask
@@ -163,6 +187,8 @@ async def main(args: argparse.Namespace) -> None:
                 await pod_run(grid, n)  # warm-up
                 for _ in range(args.runs):
                     pod[n].append(await pod_run(grid, n))
+            await asyncio.sleep(1.0)
+            mem = memory(grid)
     for n in sizes:
         await local_cluster_run(n)  # warm-up
         for _ in range(args.runs):
@@ -189,6 +215,11 @@ async def main(args: argparse.Namespace) -> None:
             [r.phases["usable"] for r in pod[lo]]
         )
         print(f"PoD Grid N={hi} / N={lo}: {ratio:.2f}")
+    print("\nmemory of the idle parts (median MB; USS: what the process alone holds):")
+    for kind, values in mem.items():
+        if values:
+            rss, uss = _median([v[0] for v in values]), _median([v[1] for v in values])
+            print(f"  {kind} (x{len(values)}): RSS {rss:.0f} MB, USS {uss:.0f} MB")
     names = ["STARTING", "PUBLISHING", "first attach", "Nth attached", "READY", "READY seen",
              "usable"]  # fmt: skip
     print("\nPoD Grid timeline (median seconds after submit):")
@@ -206,5 +237,6 @@ if __name__ == "__main__":
     parser.add_argument("--sizes", default="2,4,8")
     parser.add_argument("--settle", type=float, default=5.0, help="seconds before the warm-up")
     parser.add_argument("--no-gateway", action="store_true")
+    parser.add_argument("--state-dir", type=Path, default=None, help="keep the grid's logs there")
     setup_logging("console", "ERROR")
     asyncio.run(main(parser.parse_args()))

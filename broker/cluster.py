@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, Final
 
 import structlog
@@ -94,6 +95,8 @@ class Broker:
         self._publish_wake = asyncio.Event()
         self._reported = asyncio.Event()  # the master queue has the attach URL
         self._report_wake = asyncio.Event()
+        self._state_changed = asyncio.Event()  # a report to make now, past the minimum gap
+        self._reported_state: RequestState | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[Any]] = set()
         self._last_retire = 0.0
@@ -154,10 +157,16 @@ class Broker:
     # -- events ---------------------------------------------------------------------------
 
     def changed(self) -> None:
-        """Places or workers changed: re-evaluate and tell the registry and master queue soon."""
+        """Places or workers changed: re-evaluate and tell the registry and master queue soon.
+
+        A new state (READY the moment ``min_workers`` are connected) is reported at once;
+        other changes at most every :data:`REPORT_MIN_GAP_S`.
+        """
         self._evaluate()
         self._publish_wake.set()
         self._report_wake.set()
+        if self.state != self._reported_state:
+            self._state_changed.set()
         self.metrics.workers.set(self.places.connected)
         self.metrics.pending.set(self.places.pending)
 
@@ -253,9 +262,12 @@ class Broker:
 
     async def _report_loop(self) -> None:
         while self.final is None:
+            self._state_changed.clear()
+            self._reported_state = self.state
             await self._report_live()
-            await asyncio.sleep(REPORT_MIN_GAP_S)
-            await wait_event(self._report_wake, self.settings.heartbeat_interval_s)
+            # The minimum gap between reports, cut short by a change of state.
+            if not await wait_event(self._state_changed, REPORT_MIN_GAP_S):
+                await wait_event(self._report_wake, self.settings.heartbeat_interval_s)
             self._report_wake.clear()
 
     def connection(self) -> ConnectionInfo:

@@ -76,12 +76,14 @@ def _child(spec: dict[str, Any], out_fd: int, zygote: int) -> int:
         if os.getppid() != zygote:
             return CANNOT_START
     os.chdir(spec["cwd"])
+    before = {k: v for k, v in os.environ.items() if k.startswith("DASK_")}
     os.environ.clear()
     os.environ.update(spec["env"])
     import dask.config
     from distributed.cli import dask_worker
 
-    dask.config.refresh()  # this worker's HOME and DASK_* variables
+    if before != {k: v for k, v in os.environ.items() if k.startswith("DASK_")}:
+        dask.config.refresh()  # this worker's own DASK_* variables
     sys.argv = ["dask-worker", *spec["argv"]]
     try:
         dask_worker.main()
@@ -167,7 +169,14 @@ def main() -> int:
     if os.getppid() != agent:
         return CANNOT_START
     sock = socket.socket(fileno=0)
-    import distributed.cli.dask_worker  # noqa: F401 - the warm part: imported before any fork
+    # The warm part, imported before any fork: the worker command and what a worker imports
+    # only when it starts (its HTTP server for /health and /metrics).
+    import distributed.cli.dask_worker
+    import distributed.http.health
+    import distributed.http.statics
+    import distributed.http.worker.prometheus.core  # noqa: F401
+    import prometheus_client  # noqa: F401
+    import tornado.platform.asyncio  # noqa: F401
 
     sock.send(json.dumps({"ready": os.getpid()}).encode())
     return Zygote(sock).run()
