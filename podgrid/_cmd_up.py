@@ -1,25 +1,19 @@
-"""``podgrid up`` (the embedded local grid, until Ctrl-C) and ``podgrid demo`` (one cluster's life).
+"""``podgrid up``: the embedded local grid, until Ctrl-C (``podgrid demo`` is ``_cmd_demo``).
 
-Progress goes to stdout for people; with ``demo --json`` it goes to stderr and stdout holds one
-JSON document. Exit codes: 0 success (``up``: stopped by SIGINT/SIGTERM), 1 a part failed to
-start or a demo step failed (the grid is shut down either way), 2 bad flags.
+Progress goes to stdout. Exit codes: 0 stopped by SIGINT/SIGTERM, 1 a part failed to start
+(the grid is shut down either way), 2 bad flags.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import TextIO
 
 from podgrid._cmd_args import int_range
 from podgrid.config.runtime import capture_signals, default_state_dir
-from podgrid.demo import as_json, report_lines, run_demo
-from podgrid.errors import PodGridError
 from podgrid.localgrid import LocalGridError, PortMode, Say, run_local_grid
 
 EXIT_OK, EXIT_FAILURE = 0, 1
@@ -29,7 +23,7 @@ _count = int_range(1, 64)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``up`` and ``demo`` to the command tree."""
+    """Add ``up`` to the command tree."""
     up = sub.add_parser("up", help="a whole local grid (registry, master queue, N agents)")
     up.add_argument("--agents", type=_count, default=4, help="default: %(default)s")
     up.add_argument("--state-dir", type=Path, default=None, help="default: the user's state dir")
@@ -41,12 +35,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="default: the LDIF's ports (8885, 8884/udp, 8886) where free; auto: free ports",
     )
     up.set_defaults(handler=up_command)
-    demo = sub.add_parser("demo", help="up + a sample cluster, analysis and batch jobs + shutdown")
-    demo.add_argument("--agents", type=_count, default=4, help="default: %(default)s")
-    demo.add_argument("--workers", type=_count, default=2, help="default: %(default)s")
-    demo.add_argument("--state-dir", type=Path, default=None, help="default: a temporary dir")
-    demo.add_argument("--json", action="store_true", help="print the result as JSON")
-    demo.set_defaults(handler=demo_command)
 
 
 def _say(stream: TextIO) -> Say:
@@ -77,25 +65,4 @@ def up_command(args: argparse.Namespace) -> int:
     except (LocalGridError, OSError) as e:
         print(f"podgrid up: {e}", file=sys.stderr)
         return EXIT_FAILURE
-    return EXIT_OK
-
-
-def demo_command(args: argparse.Namespace) -> int:
-    """Handler of ``podgrid demo``: 0 when every step happened, 1 otherwise (cleaned up)."""
-    temp = args.state_dir is None
-    state_dir = Path(tempfile.mkdtemp(prefix="podgrid-demo-")) if temp else args.state_dir
-    say = _say(sys.stderr if args.json else sys.stdout)
-    say(f"PoD Grid demo in {state_dir}: {args.agents} agents, {args.workers} workers")
-    try:
-        result = asyncio.run(run_demo(state_dir, agents=args.agents, workers=args.workers, say=say))
-    except (PodGridError, OSError) as e:
-        print(f"podgrid demo: failed: {e} (logs kept in {state_dir})", file=sys.stderr)
-        return EXIT_FAILURE
-    if args.json:
-        print(json.dumps(as_json(result), indent=2))
-    else:
-        for line in report_lines(result):
-            say(line)
-    if temp:
-        shutil.rmtree(state_dir, ignore_errors=True)
     return EXIT_OK

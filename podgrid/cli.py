@@ -45,7 +45,7 @@ class _OwnCommands:
     to that module are added; any other it defines goes to a scratch parser, dropped.
 
     So COMMANDS alone says which module owns a command, and a command moves by one line
-    here (``demo`` moved to ``_cmd_demo``; ``_cmd_up`` still defines its older one).
+    here (as ``demo`` moved from ``_cmd_up`` to ``_cmd_demo``).
     """
 
     def __init__(
