@@ -161,6 +161,7 @@ async def test_two_attach_two_fall_back_then_cancel_sends_workers_to_batch(tmp_p
             return {w.agent_id for w in detail.workers} == {a.agent_id for a in workers}
 
         await eventually(reported, 20, "the broker reporting both agents' workers")
+        assert all(a.events("jobagent.worker_started")[-1]["forked"] for a in workers)
 
         await grid.user.cancel_request(request_id)
         later_jobs = [await grid.submit_job("sleep", "2") for _ in range(6)]
@@ -184,6 +185,7 @@ async def test_sigkill_of_broker_sends_agents_back_without_orphans(tmp_path: Pat
             lambda: all(a.events("jobagent.attached") for a in agents), 60, "workers registered"
         )
         assert len(dask_workers_of(agents)) == 2
+        assert all(a.events("jobagent.worker_started")[-1]["forked"] for a in agents)
         names = {a.status()["last_worker"]["name"] for a in agents}
 
         broker_process(request_id).send_signal(signal.SIGKILL)
@@ -205,6 +207,7 @@ async def test_sigterm_retires_the_worker_and_exits_zero(tmp_path: Path) -> None
         agent = grid.start_agent("s0", config, *AGENT_FLAGS, site=SITE, ce=CE)
         await eventually(lambda: bool(agent.events("jobagent.attached")), 60, "worker registered")
         name = agent.status()["last_worker"]["name"]
+        assert agent.events("jobagent.worker_started")[-1]["forked"], "forked from the zygote"
 
         async def counted(n: int) -> bool:
             return (await grid.user.get_request(request_id)).worker_count == n
