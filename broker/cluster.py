@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any, Final
 
 import structlog
