@@ -17,7 +17,7 @@ import structlog
 
 from podgrid.config.refresher import ConfigRefresher
 from podgrid.config.runtime import capture_signals
-from podgrid.https import client_session
+from podgrid.https import client_session, listen_tls
 from podgrid.jobagent.agent import Agent
 from podgrid.jobagent.payload import resolve_payload, warn_if_not_isolated
 from podgrid.jobagent.poller import ServerPoller
@@ -111,8 +111,14 @@ async def run_agent(settings: AgentSettings, flags: SlotFlags) -> int:
         with capture_signals(lambda sig: agent.request_stop(sig.name)):
             if settings.http_host is None:
                 return await agent.run()
+            context = listen_tls(
+                settings.http_host,
+                settings.tls_cert,
+                settings.tls_key,
+                insecure_http=settings.insecure_http,
+            )
             async with serve_http(
-                settings.http_host, settings.http_port, agent_status(agent)
+                settings.http_host, settings.http_port, agent_status(agent), context
             ) as url:
                 agent.status.extra["http_url"] = url
                 log.info("jobagent.http", url=url)

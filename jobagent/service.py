@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from podgrid.jobagent.keys import STATUS, StatusFn
+from podgrid.web import start_site
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -32,14 +34,17 @@ def create_app(status: StatusFn) -> web.Application:
 
 
 @contextlib.asynccontextmanager
-async def serve_http(host: str, port: int, status: StatusFn) -> AsyncIterator[str]:
-    """Serve the app on ``host:port`` (0: a free port); yields its URL."""
+async def serve_http(
+    host: str, port: int, status: StatusFn, context: ssl.SSLContext | None = None
+) -> AsyncIterator[str]:
+    """Serve the app on ``host:port`` (0: a free port), HTTPS with ``context``; yields its URL.
+
+    ``context`` comes from :func:`podgrid.https.listen_tls` (plain HTTP only on loopback or
+    with ``--insecure-http``).
+    """
     runner = web.AppRunner(create_app(status), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound_host, bound_port = runner.addresses[0][:2]
-        yield f"http://{bound_host}:{bound_port}"
+        yield await start_site(runner, host, port, context)
     finally:
         await runner.cleanup()

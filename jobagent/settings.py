@@ -34,6 +34,9 @@ class AgentSettings(BaseModel):
     apmon_password: str | None = Field(None, repr=False)
     config_refresh_s: float | None = Field(None, gt=0, description="overrides podConfigRefresh")
     http_host: str | None = None
+    tls_cert: Path | None = Field(None, description="serve --http as HTTPS with this certificate")
+    tls_key: Path | None = Field(None, description="its PEM private key")
+    insecure_http: bool = Field(False, description="plain HTTP on a non-loopback --http")
     http_port: int = Field(0, ge=0, le=65535)
     grace_s: float = Field(DEFAULT_GRACE_S, ge=0)
     worker_stop_s: float = Field(DEFAULT_WORKER_STOP_S, ge=0)

@@ -12,10 +12,18 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from podgrid._cmd_args import host_port, non_negative_seconds, positive_int, positive_seconds
+from podgrid._cmd_args import (
+    add_https_flags,
+    host_port,
+    https_values,
+    non_negative_seconds,
+    positive_int,
+    positive_seconds,
+)
 from podgrid.config import default_ldif, environment, setup_logging
 from podgrid.config.errors import ConfigError
 from podgrid.config.runtime import default_state_dir
+from podgrid.https import listen_tls
 from podgrid.jobagent.runner import run_agent
 from podgrid.jobagent.settings import DEFAULT_GRACE_S, AgentSettings
 from podgrid.jobagent.slot import SlotError, SlotFlags
@@ -41,6 +49,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--config", default=None, help="ldap://host:port/base or an .ldif path")
     run.add_argument("--agent-id", default=None, help="default: <host>-<random>")
     run.add_argument("--http", type=host_port, default=None, help="serve /metrics and /healthz")
+    add_https_flags(run)
     run.add_argument("--state-dir", type=Path, default=None)
     run.add_argument("--registry-url", default=None, help="overrides podRegistryURL")
     run.add_argument("--masterqueue-url", default=None, help="overrides podMasterQueueURL")
@@ -99,6 +108,7 @@ def settings_from_args(args: argparse.Namespace) -> AgentSettings:
         longpoll=False if args.no_longpoll else None,
         fork_workers=not args.no_fork_workers,
         payload_user=args.payload_user,
+        **https_values(args),
         **extra,
     )
 
@@ -109,6 +119,13 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
         flags = SlotFlags(args.cores, args.memory, args.slot_ttl, args.packages)
+        if settings.http_host is not None:  # refused now rather than after the agent started
+            listen_tls(
+                settings.http_host,
+                settings.tls_cert,
+                settings.tls_key,
+                insecure_http=settings.insecure_http,
+            )
     except (ValueError, ValidationError) as e:
         print(f"podgrid: error: {e}", file=sys.stderr)
         return 2

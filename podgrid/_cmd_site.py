@@ -18,12 +18,19 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from podgrid._cmd_args import host_port, non_negative_seconds, positive_int, positive_seconds
+from podgrid._cmd_args import (
+    add_https_flags,
+    host_port,
+    non_negative_seconds,
+    positive_int,
+    positive_seconds,
+)
 from podgrid._cmd_jobagent import DEFAULT_SITE
 from podgrid.config import default_ldif, environment, setup_logging
 from podgrid.config.errors import ConfigError
 from podgrid.config.hierarchy import resolve
 from podgrid.config.runtime import capture_signals, default_state_dir
+from podgrid.https import PlainHTTPRefused, TLSFilesError, listen_tls
 from podgrid.jobagent.factory import AgentSpec, Backend, LocalBackend, SiteFactory, agent_command
 from podgrid.jobagent.service import serve_http
 from podgrid.jobagent.slurm import DEFAULT_SIGNAL_GRACE_S, SlurmBackend, SlurmJobOptions
@@ -75,6 +82,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--max-restarts-per-minute", type=positive_int, default=10)
     run.add_argument("--state-dir", type=Path, default=None)
     run.add_argument("--http", type=host_port, default=None, help="serve /metrics and /healthz")
+    add_https_flags(run)
     slurm = run.add_argument_group("--backend slurm (default: the CE's podSlurm* attributes)")
     slurm.add_argument("--partition", default=None, help="overrides podSlurmPartition")
     slurm.add_argument("--account", default=None, help="overrides podSlurmAccount")
@@ -187,7 +195,10 @@ async def _serve(args: argparse.Namespace) -> int:
                 "failed": factory.failed,
                 "refused": factory.refused,
             }
-            async with serve_http(args.http[0], args.http[1], status):
+            context = listen_tls(
+                args.http[0], args.tls_cert, args.tls_key, insecure_http=args.insecure_http
+            )
+            async with serve_http(args.http[0], args.http[1], status, context):
                 totals = await factory.run(stopping)
     print(json.dumps({"site": args.site, "seconds": totals}))
     return 0
@@ -199,4 +210,10 @@ def run_command(args: argparse.Namespace) -> int:
     if environment.TOKEN not in os.environ:
         print(f"podgrid: error: {environment.TOKEN} must hold an agent token", file=sys.stderr)
         return 2
+    if args.http is not None:
+        try:  # refused before any agent is started
+            listen_tls(args.http[0], args.tls_cert, args.tls_key, insecure_http=args.insecure_http)
+        except (PlainHTTPRefused, TLSFilesError) as e:
+            print(f"podgrid: error: {e}", file=sys.stderr)
+            return 2
     return asyncio.run(_serve(args))

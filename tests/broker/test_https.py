@@ -160,12 +160,18 @@ def _podgrid(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("service", ["masterqueue", "monitoring"])
+SERVE_COMMANDS = {
+    "masterqueue": ["masterqueue", "serve"],
+    "monitoring": ["monitoring", "serve", "--udp", "127.0.0.1:0"],
+    "jobagent": ["jobagent", "run"],
+    "site": ["site", "run", "--agents", "1"],
+}
+
+
+@pytest.mark.parametrize("service", sorted(SERVE_COMMANDS))
 def test_plain_http_off_loopback_is_refused(service: str, tmp_path: Path) -> None:
-    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path)}
-    args = [service, "serve", "--http", "0.0.0.0:0", "--state-dir", str(tmp_path / "s")]
-    if service == "monitoring":
-        args += ["--udp", "127.0.0.1:0"]
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path), "PODGRID_TOKEN": "not-used"}
+    args = [*SERVE_COMMANDS[service], "--http", "0.0.0.0:0", "--state-dir", str(tmp_path / "s")]
     proc = _podgrid(*args, env=env)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2, err
