@@ -15,16 +15,20 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, Final
 
 import structlog
 
+from podgrid.broker import dashboard_server
+from podgrid.broker.dashboard_server import DASHBOARD_PATH, DASHBOARD_PREFIX, confine
 from podgrid.broker.guard import PeerGuard
 from podgrid.broker.metrics import BrokerMetrics
 from podgrid.broker.places import Places
 from podgrid.broker.plugin import PlacesPlugin
 from podgrid.broker.publisher import Publication
 from podgrid.broker.reporter import Reporter, RequestGone
+from podgrid.broker.scaling import Scaling
 from podgrid.broker.settings import BrokerSettings
 from podgrid.broker.tls import ClusterTLS
 from podgrid.config.runtime import wait_event
@@ -84,8 +88,10 @@ class Broker:
         self.state = R.STARTING
         self.reached_ready = False
         self.publishing = False
+        self.scaling = Scaling(self.request)
         self.target = self.request.max_workers
         self.scheduler: Any = None
+        self.dashboard_socket: Path | None = None
         self.attach_url: str | None = None
         self.final: tuple[RequestState, str] | None = None
         self.finished = asyncio.Event()
@@ -119,12 +125,14 @@ class Broker:
             port=0,
             protocol="tls",
             security=self.tls.scheduler_security(),
-            dashboard=False,
-            # Its small HTTP server (health, metrics) on a free port of the same host: the
-            # default 8787 clashes with any other scheduler on this machine.
-            dashboard_address=f"{self.settings.http_host}:0",
+            dashboard=True,
+            http_prefix=DASHBOARD_PREFIX,
+            # Bound on a free loopback port while built, then moved to a private Unix socket
+            # (confine): the owner reaches it only through the broker's HTTPS server.
+            dashboard_address="127.0.0.1:0",
             plugins=[PlacesPlugin(self.places, self.changed, self.spawn)],
         )
+        self.dashboard_socket = confine(scheduler)
         self.guard.install(scheduler)
         self.scheduler = await scheduler
         log.info("broker.scheduler_started", address=self.scheduler.address)
@@ -194,7 +202,7 @@ class Broker:
     def live_state(self) -> RequestState:
         """PUBLISHING until min_workers, READY from there, FULL at max_workers."""
         connected = self.places.connected
-        if connected >= self.request.max_workers:
+        if connected >= self.places.max_workers:
             return R.FULL
         if connected >= self.request.min_workers or self.reached_ready:
             return R.READY
@@ -207,9 +215,10 @@ class Broker:
         self.reached_ready = self.reached_ready or state in (R.READY, R.FULL)
         self.state = state
         in_window = time.time() < self.wait_deadline_s
-        # Adaptive clusters keep asking (for their target) for their whole life.
-        self.publishing = self.request.adaptive or (in_window and state != R.FULL)
-        self.places.open = self.request.adaptive or in_window
+        # Elastic clusters (adaptive, or scaled by the owner) keep asking for their target.
+        elastic = self.scaling.elastic
+        self.publishing = elastic or (in_window and state != R.FULL)
+        self.places.open = elastic or in_window
         if not in_window and not self.reached_ready:
             reason = (
                 f"min_workers ({self.request.min_workers}) not reached within max_wait "
@@ -278,7 +287,7 @@ class Broker:
         return ConnectionInfo(
             address=self.scheduler.address,
             tls_ca=self.tls.ca.cert_pem,
-            dashboard_link=None,  # bokeh is not installed: no dashboard
+            dashboard_link=f"{self.attach_url}{DASHBOARD_PATH}",  # the owner's only
             attach_url=self.attach_url,
             expires=int(self.expires_s),
         )
@@ -333,23 +342,51 @@ class Broker:
             self.request_stop(R.DONE, f"no client activity for {idle_s:g} s ({source})")
         if str(self.scheduler.status.name) in ("closing", "closed", "failed"):
             self.request_stop(R.FAILED, "the Dask scheduler stopped")
-        if self.request.adaptive:
-            self._adapt()
+        if self.scaling.elastic:
+            self.converge()
 
-    def _adapt(self) -> None:
-        low, high = self.request.min_workers, self.request.max_workers
-        target = max(low, min(high, int(self.scheduler.adaptive_target())))
+    def scale(self, n: int) -> None:
+        """The owner's ``scale(n)``: keep ``n`` workers, published and retired at once."""
+        self.scaling.scale(n)
+        self._resized()
+
+    def adapt(self, minimum: int, maximum: int) -> None:
+        """The owner's ``adapt``: follow Dask's adaptive target within the bounds."""
+        self.scaling.adapt(minimum, maximum)
+        self._resized()
+
+    def _resized(self) -> None:
+        self.places.max_workers = self.scaling.ceiling
+        self.publication.static[MasterParam.MAX_WORKERS] = self.scaling.ceiling
+        self._last_retire = 0.0  # the owner asked: no cool-down
+        log.info(
+            "broker.scaling",
+            mode=self.scaling.mode,
+            target=self.scaling.target(self.scheduler),
+            minimum=self.scaling.minimum,
+            maximum=self.scaling.maximum,
+        )
+        self.converge()
+        self.changed()
+
+    def converge(self) -> None:
+        """Move the target (what is published) and retire the surplus gracefully."""
+        target = self.scaling.target(self.scheduler)
         if target != self.target:
             self.target = target
             self.places.limit = target
             self.changed()
-        surplus = self.places.connected - target
-        if surplus > 0 and time.monotonic() - self._last_retire >= RETIRE_COOLDOWN_S:
+        if time.monotonic() - self._last_retire < RETIRE_COOLDOWN_S:
+            return
+        retiring = self.scaling.to_retire(self.scheduler, target)
+        if retiring:
             self._last_retire = time.monotonic()
-            log.info("broker.scale_down", target=target, retiring=surplus)
-            self.spawn(
-                self.scheduler.retire_workers(n=surplus, close_workers=True), "broker-retire"
-            )
+            log.info("broker.scale_down", target=target, retiring=retiring)
+            self.spawn(self._retire(retiring), "broker-retire")
+
+    async def _retire(self, addresses: list[str]) -> None:
+        # retire_workers moves the results they hold to the others before closing them.
+        await self.scheduler.retire_workers(workers=addresses, close_workers=True)
 
     # -- stop -----------------------------------------------------------------------------
 
@@ -388,6 +425,8 @@ class Broker:
             log.warning("broker.retire_incomplete", error=repr(e))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.scheduler.close(), timeout_s)
+        if self.dashboard_socket is not None:
+            dashboard_server.remove(self.dashboard_socket)
 
     async def _final_report(self, state: RequestState, timeout_s: float) -> None:
         try:

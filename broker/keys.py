@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 
+import aiohttp
 from aiohttp import web
 
 from podgrid.broker.cluster import Broker
@@ -14,3 +15,4 @@ SETTINGS = web.AppKey("settings", BrokerSettings)
 BROKER = web.AppKey("broker", Broker)
 HTTPS = web.AppKey("https", ssl.SSLContext)  # the attach API's, from the master queue's CA
 METRICS = web.AppKey("metrics", BrokerMetrics)
+DASHBOARD_SESSION = web.AppKey("dashboard_session", aiohttp.ClientSession)  # on its socket

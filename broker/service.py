@@ -26,7 +26,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from podgrid.broker import attach, keys
+from podgrid.broker import attach, dashboard, keys, owner
 from podgrid.broker.cluster import Broker
 from podgrid.broker.metrics import BrokerMetrics
 from podgrid.broker.publisher import Publication
@@ -35,7 +35,7 @@ from podgrid.broker.settings import BrokerSettings
 from podgrid.config import Change, ConfigRefresher, ResolvedConfig, default_ldif
 from podgrid.config.runtime import capture_signals, private_dir, write_private_file
 from podgrid.errors import PodGridError
-from podgrid.https import client_session, listen_tls
+from podgrid.https import client_session
 from podgrid.masterqueue.client import MasterQueueClient
 from podgrid.masterqueue.signing import SIGN_SECRET_ENV
 from podgrid.monitoring.publish_target import open_publisher
@@ -69,21 +69,23 @@ def _config_listener(app: web.Application) -> object:
     return on_change
 
 
-async def https_context(mq: MasterQueueClient, request_id: int, directory: Path) -> ssl.SSLContext:
+async def https_context(
+    mq: MasterQueueClient, request_id: int, directory: Path, cluster_ca_pem: str
+) -> ssl.SSLContext:
     """The attach API's server context: a key made here, certified by the master queue.
 
     The key is written 0600 to ``directory`` (0700) for ``ssl``'s loader and never sent; the
     certificate names the request (``request-<id>.brokers.podgrid``), which agents check.
+    Client certificates of the cluster CA are asked for (optional): the owner's opens the
+    owner routes (:mod:`podgrid.broker.owner`).
     """
     key_pem = new_private_key()
     reply = await mq.server_certificate(request_id, csr_for(key_pem))
     private_dir(directory)
     write_private_file(directory / "server.key", key_pem)
     write_private_file(directory / "server.pem", reply.certificate)
-    context = listen_tls("", directory / "server.pem", directory / "server.key")
-    if context is None:  # not reached: both files were given
-        raise BrokerStartError("no HTTPS context for the attach API")
-    return context
+    cert, key = directory / "server.pem", directory / "server.key"
+    return owner.owner_tls_context(cert, key, cluster_ca_pem)
 
 
 async def _runtime(app: web.Application) -> AsyncIterator[None]:
@@ -99,11 +101,6 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
         if record.state in REQUEST_FINAL:
             await refresher.stop()
             raise BrokerStartError(f"request {record.id} is already {record.state.value}")
-        try:
-            app[keys.HTTPS] = await https_context(mq, record.id, settings.https_dir)
-        except BaseException:
-            await refresher.stop()
-            raise
         sink = open_publisher(
             settings.registry or pod.registry_url, settings.registry_token, settings.apmon_password
         )
@@ -118,6 +115,9 @@ async def _runtime(app: web.Application) -> AsyncIterator[None]:
             metrics=app[keys.METRICS],
         )
         try:
+            app[keys.HTTPS] = await https_context(
+                mq, record.id, settings.https_dir, broker.tls.ca.cert_pem
+            )
             await broker.start_scheduler()
             app[keys.BROKER] = broker
             yield
@@ -159,6 +159,8 @@ def create_app(settings: BrokerSettings) -> web.Application:
     app.router.add_post("/v1/attach", attach.attach)
     app.router.add_post("/v1/detach", attach.detach)
     app.router.add_post("/v1/sign", attach.sign)
+    owner.add_routes(app)
+    dashboard.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app

@@ -216,13 +216,27 @@ async def _owned_request(request: web.Request, who: Principal, request_id: int) 
     return record
 
 
+def _broker_trust(request: web.Request, record: RequestRecord) -> dict[str, str]:
+    """How the owner checks its broker's HTTPS server: this master queue's broker CA and name."""
+    return {
+        "broker_ca": request.app[keys.BROKER_CA].cert_pem,
+        "broker_name": server_name(record.id),
+    }
+
+
 async def get_connection(request: web.Request) -> web.Response:
     """``GET /v1/requests/{id}/connection``: scheduler address and cluster CA, owner only."""
     who = await require(request, "user")
     record = await _owned_request(request, who, path_id(request))
     info = record.connection
     if info is not None:  # the owner's certificate comes only from POST, for its own key
-        info = info.model_copy(update={"tls_client_cert": None, "tls_client_key": None})
+        info = info.model_copy(
+            update={
+                "tls_client_cert": None,
+                "tls_client_key": None,
+                **_broker_trust(request, record),
+            }
+        )
     reply = ConnectionReply(
         id=record.id, state=record.state, address=record.address, connection=info
     )
@@ -254,7 +268,11 @@ async def post_connection(request: web.Request) -> web.Response:
         server_name=server_name(record.id),
     )
     connection = info.model_copy(
-        update={"tls_client_cert": signed.tls_client_cert, "tls_client_key": None}
+        update={
+            "tls_client_cert": signed.tls_client_cert,
+            "tls_client_key": None,
+            **_broker_trust(request, record),
+        }
     )
     reply = ConnectionReply(
         id=record.id, state=record.state, address=record.address, connection=connection

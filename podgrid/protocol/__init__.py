@@ -34,6 +34,7 @@ from podgrid.protocol.attach import (
 from podgrid.protocol.connection import ConnectionInfo, ConnectionRequest
 from podgrid.protocol.csr import MAX_CSR_CHARS
 from podgrid.protocol.errors import ErrorBody, FieldIssue
+from podgrid.protocol.owner import AdaptRequest, ScaleRequest, ScalingMode, ScalingStatus
 from podgrid.protocol.records import (
     DEFAULT_JOB_TTL_S,
     DEFAULT_MAX_ATTEMPTS,
@@ -90,6 +91,7 @@ __all__ = [
     "REFUSALS",
     "REQUEST_FINAL",
     "ROLES",
+    "AdaptRequest",
     "AgentParam",
     "AttachGrant",
     "AttachRequest",
@@ -122,6 +124,9 @@ __all__ = [
     "RequestState",
     "Requirements",
     "Role",
+    "ScaleRequest",
+    "ScalingMode",
+    "ScalingStatus",
     "ServerCertificate",
     "ServerCertificateRequest",
     "ServerList",

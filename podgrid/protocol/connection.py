@@ -33,6 +33,10 @@ class ConnectionInfo(BaseModel):
     dashboard_link: str | None = None
     attach_url: str | None = None
     expires: int | None = None  # epoch seconds: the cluster's TTL
+    # Added by the master queue for the owner: the CA of brokers' HTTPS certificates and the
+    # name this broker's certificate carries, to reach the owner routes (scale, dashboard).
+    broker_ca: str | None = None
+    broker_name: str | None = None
 
     @property
     def uses_tls(self) -> bool:

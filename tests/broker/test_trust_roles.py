@@ -206,6 +206,14 @@ async def test_broker_and_registry_role_by_route(grid: Grid, expired_token: str)
             ("POST", "/v1/sign"): (row(ANY, none=ANY, revoked=ANY, expired=ANY), {}),
             ("GET", "/healthz"): (row(200, none=200, revoked=200, expired=200), None),
             ("GET", "/metrics"): (row(200, none=200, revoked=200, expired=200), None),
+            # The owner's routes take the owner's client certificate and no token at all.
+            ("GET", "/v1/owner/scaling"): (row(401), None),
+            ("POST", "/v1/owner/scale"): (row(401), {"n": 1}),
+            ("POST", "/v1/owner/adapt"): (row(401), {"maximum": 1}),
+            ("GET", "/dashboard"): (row(401), None),
+            ("GET", "/dashboard/x"): (row(401), None),
+            ("POST", "/dashboard"): (row(401), {}),
+            ("POST", "/dashboard/x"): (row(401), {}),
         }
         present = {(m, p) for m, p in route_paths(running.app, world.request_id)}
         missing = present - set(broker_table)

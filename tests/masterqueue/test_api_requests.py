@@ -172,6 +172,10 @@ async def test_connection_is_owner_only(tmp_path: Path) -> None:
         assert (await broker.call("POST", f"/v1/requests/{rid}/state", json=report)).status == 200
         owner = await alice.call("GET", f"/v1/requests/{rid}/connection")
         expected = ConnectionInfo.model_validate(conn).model_dump(mode="json")
+        # The master queue adds how the owner checks its broker (its CA, the request's name).
+        assert owner.body["connection"].pop("broker_ca").startswith("-----BEGIN CERTIFICATE")
+        assert owner.body["connection"].pop("broker_name") == f"request-{rid}.brokers.podgrid"
+        expected = {k: v for k, v in expected.items() if k not in ("broker_ca", "broker_name")}
         assert owner.body == {"id": rid, "state": "READY", "address": None, "connection": expected}
         assert "SECRET" not in json.dumps(owner.body)  # a key a broker sends is never kept
         admin = await svc.admin.call("GET", f"/v1/requests/{rid}/connection")

@@ -142,7 +142,7 @@ async def signing_broker(
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     # HTTPS with the certificate the master queue signs for this request's broker.
-    context = await https_context(mq, request_id, settings.https_dir)
+    context = await https_context(mq, request_id, settings.https_dir, broker.tls.ca.cert_pem)
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
     await site.start()
     host, port = runner.addresses[0][:2]
