@@ -8,6 +8,12 @@ delimited keys of :mod:`podgrid.masterqueue.schema`. On MariaDB the read is
 fit); on SQLite the claim runs in a ``BEGIN IMMEDIATE`` transaction, one writer at a time.
 Either way the UPDATE is also conditional on ``state = 'WAITING'``, so a job is handed out once.
 
+A claim's lease token is drawn once per claim, before its first attempt, so a claim whose COMMIT
+reached the database but whose answer was lost (the connection dropped after COMMIT) is
+recognised when :class:`podgrid.masterqueue.db.Database` runs the transaction again:
+:func:`claimed_with` finds the job already assigned under that token and the same claim is
+returned, instead of a second job being assigned and the first left to wait for its lease.
+
 The statements are built once (per number of slot packages) with bound parameters and run
 through :class:`podgrid.masterqueue._driver.DriverStatement`: the claim is the hot path, and
 building and executing SQL expressions per call cost more CPU than the round trips themselves.
@@ -52,6 +58,15 @@ _REFUSE = DriverStatement(
     jobs.update()
     .where(jobs.c.id == sa.bindparam("b_id"), jobs.c.state == _WAITING)
     .values(state=JobState.ERROR_E.value, updated_ms=sa.bindparam("b_at"))
+)
+_CLAIMED = DriverStatement(
+    sa.select(*_CLAIMED_COLUMNS, jobs.c.lease_ms, jobs.c.lease_expires_ms, jobs.c.updated_ms)
+    .where(
+        jobs.c.state == JobState.ASSIGNED.value,
+        jobs.c.agent_id == sa.bindparam("b_agent"),
+        jobs.c.lease_token == sa.bindparam("b_token"),
+    )
+    .limit(1)
 )
 _EVENT = DriverStatement(
     job_events.insert(), column_keys=["job_id", "state", "agent_id", "reason", "at_ms"]
@@ -99,8 +114,46 @@ def _select(n_packages: int, locking: bool) -> DriverStatement:
     return DriverStatement(q.with_for_update(skip_locked=True) if locking else q)
 
 
-async def claim(conn: AsyncConnection, slot: SlotDescription, lease_s: float) -> Claim | None:
+def new_lease_token() -> str:
+    """A claim's lease token: secret, and the claim's identity across retries."""
+    return secrets.token_urlsafe(24)
+
+
+async def claimed_with(conn: AsyncConnection, slot: SlotDescription, token: str) -> Claim | None:
+    """The claim an earlier attempt of this claim committed under ``token``, if any.
+
+    Only ASSIGNED counts: a job that moved on since then (killed, its lease swept) was never
+    seen by the agent, which must then get a fresh claim.
+    """
+    row = await _CLAIMED.first(conn, {"b_agent": slot.agent_id, "b_token": token})
+    if row is None:
+        return None
+    job_id, owner, raw, attempts, created_ms, lease_ms, expires_ms, updated_ms = row
+    spec = json.loads(raw) if isinstance(raw, str | bytes) else raw
+    job = job_record(
+        {
+            "id": job_id,
+            "owner": owner,
+            "spec": spec,
+            "state": JobState.ASSIGNED.value,
+            "attempts": attempts,
+            "agent_id": slot.agent_id,
+            "lease_expires_ms": expires_ms,
+            "exit_code": None,
+            "created_ms": created_ms,
+            "updated_ms": updated_ms,
+        }
+    )
+    return Claim(job=job, lease_token=token, lease_s=lease_ms / 1000)
+
+
+async def claim(
+    conn: AsyncConnection, slot: SlotDescription, lease_s: float, token: str | None = None
+) -> Claim | None:
     """Assign the best fitting job to ``slot.agent_id`` with a fresh lease, or None.
+
+    ``token`` is the lease token to assign under (default: a new one); pass the same one to
+    every attempt of one claim so that :func:`claimed_with` can find a committed attempt.
 
     A stored job whose spec no longer validates (written before today's checks: a NUL in an
     argument, ``=`` in a variable name) is never handed out: it ends ERROR_E with the reason,
@@ -119,7 +172,8 @@ async def claim(conn: AsyncConnection, slot: SlotDescription, lease_s: float) ->
         except ValidationError as e:
             await _refuse(conn, job_id, slot, e)
             continue
-        return await _assign(conn, slot, lease_ms, (job_id, owner, spec, attempts, created_ms))
+        row_ = (job_id, owner, spec, attempts, created_ms)
+        return await _assign(conn, slot, lease_ms, row_, token or new_lease_token())
     return None
 
 
@@ -140,10 +194,10 @@ async def _assign(
     slot: SlotDescription,
     lease_ms: int,
     row: tuple[int, str, object, int, int],
+    token: str,
 ) -> Claim | None:
     job_id, owner, spec, attempts, created_ms = row
     at = now_ms()
-    token = secrets.token_urlsafe(24)
     assigned = await _ASSIGN.rowcount(
         conn,
         {

@@ -264,8 +264,25 @@ class Store:
         return await self._db.run(counts.state_counts, write=False)
 
     async def claim_job(self, slot: SlotDescription, lease_s: float) -> Claim | None:
-        """Atomically assign the best job ``slot`` can run (priority, then age); None if none."""
-        return await self._db.run(lambda c: matcher.claim(c, slot, lease_s), name="claim_job")
+        """Atomically assign the best job ``slot`` can run (priority, then age); None if none.
+
+        One lease token for every attempt: when a retry follows a COMMIT whose answer was lost,
+        it finds the job the first attempt assigned and returns that claim, rather than
+        assigning a second job and leaving the first ASSIGNED until its lease expires.
+        """
+        token = matcher.new_lease_token()
+        attempts = 0
+
+        async def work(c: AsyncConnection) -> Claim | None:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:  # only a retry can find its own commit: the hot path skips this
+                done = await matcher.claimed_with(c, slot, token)
+                if done is not None:
+                    return done
+            return await matcher.claim(c, slot, lease_s, token)
+
+        return await self._db.run(work, name="claim_job")
 
     async def heartbeat_job(
         self, job_id: int, lease_token: str, state: JobState = JobState.RUNNING
