@@ -18,6 +18,7 @@ from podgrid.monitoring.store import Store
 from podgrid.protocol.registry import MASTERS_CLUSTER, MasterParam
 
 _SERVER_PARAMS = Pattern.parse(f"{MasterParam.NEEDED_WORKERS}|{MasterParam.WORKERS}")
+WAKE_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 QUERY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 60.0)
 
 
@@ -65,12 +66,43 @@ class RegistryMetrics:
             ["format"],
             registry=r,
         )
+        self.longpolls_refused = Counter(
+            "podgrid_registry_longpolls_refused_total",
+            "Long-polls answered 503 because max_waiters are parked already.",
+            registry=r,
+        )
+        self.wake_answers = Counter(
+            "podgrid_registry_wake_answers_total",
+            "Woken long-polls answered with a group's shared bytes (one render per group).",
+            registry=r,
+        )
+        self.wake_renders = Counter(
+            "podgrid_registry_wake_renders_total",
+            "Answers rendered for a woken group of long-polls.",
+            registry=r,
+        )
         self.query_seconds = Histogram(
             "podgrid_registry_query_duration_seconds",
-            "Time to compute and render a REST answer (long-poll waiting excluded).",
+            "Time to compute and render a REST answer (long-poll waiting excluded; a woken "
+            "group's one render is observed once).",
             buckets=QUERY_BUCKETS_S,
             registry=r,
         )
+
+        self.wake_seconds = Histogram(
+            "podgrid_registry_wake_seconds",
+            "Time from a matching update to the last woken group's answer written.",
+            buckets=WAKE_BUCKETS_S,
+            registry=r,
+        )
+
+    def woke(self, fmt: str, answers: int, render_s: float, wake_s: float) -> None:
+        """One woken group: ``answers`` long-polls got the bytes of one render."""
+        self.wake_renders.inc()
+        self.wake_answers.inc(answers)
+        self.queries.labels(format=fmt).inc(answers)
+        self.query_seconds.observe(render_s)
+        self.wake_seconds.observe(wake_s)
 
     def watch(self, store: Store, waiters: Callable[[], int], max_servers: int) -> None:
         """Export the store-derived gauges, read at scrape time."""

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from podgrid.https import listen_tls
 from podgrid.monitoring import keys, views
+from podgrid.monitoring.answer import render
 from podgrid.monitoring.ingest import ApMonProtocol, Ingestor
 from podgrid.monitoring.longpoll import LongPollHub
 from podgrid.monitoring.metrics import RegistryMetrics
@@ -89,8 +90,10 @@ def create_app(settings: RegistrySettings) -> web.Application:
         series_ttl_s=settings.series_ttl_s,
         max_series=settings.max_series,
     )
-    hub = LongPollHub(settings.max_waiters)
     metrics = RegistryMetrics()
+    hub = LongPollHub(
+        settings.max_waiters, render=lambda query: render(store, query), observe=metrics.woke
+    )
     metrics.watch(store, lambda: hub.waiting, settings.max_metric_servers)
     app[keys.SETTINGS] = settings
     app[keys.STORE] = store

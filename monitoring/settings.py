@@ -18,6 +18,7 @@ DEFAULT_MAX_WAIT_S = 60.0
 DEFAULT_MAX_PUBLISH_BYTES = 1024 * 1024
 DEFAULT_MAX_WAITERS = 10_000
 DEFAULT_MAX_METRIC_SERVERS = 500
+DEFAULT_RETRY_AFTER_S = 5  # what a refused long-poll is told to wait (clients add jitter)
 
 
 class RegistrySettings(BaseModel):
@@ -40,6 +41,7 @@ class RegistrySettings(BaseModel):
     max_series: int = Field(DEFAULT_MAX_SERIES, ge=1)
     max_wait_s: float = Field(DEFAULT_MAX_WAIT_S, ge=0, le=3600)
     max_waiters: int = Field(DEFAULT_MAX_WAITERS, ge=1)
+    retry_after_s: int = Field(DEFAULT_RETRY_AFTER_S, ge=1, le=3600)
     max_publish_bytes: int = Field(DEFAULT_MAX_PUBLISH_BYTES, ge=1024)
     max_metric_servers: int = Field(DEFAULT_MAX_METRIC_SERVERS, ge=1)
     state_dir: Path = Field(default_factory=default_state_dir)

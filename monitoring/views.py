@@ -2,40 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from podgrid.errors import BadRequest, ServiceUnavailable
 from podgrid.monitoring import keys
-from podgrid.monitoring.formats import render_names, render_rows
-from podgrid.monitoring.longpoll import TooManyWaiters
-from podgrid.monitoring.query import Query, QueryError, parse_query
-from podgrid.monitoring.search import changed_since, find_names, find_rows
+from podgrid.monitoring.answer import NOW_HEADER, AlreadySent, render, request_id_line
+from podgrid.monitoring.longpoll import Outcome, TooManyWaiters
+from podgrid.monitoring.query import QueryError, parse_query
+from podgrid.monitoring.search import changed_since
 from podgrid.monitoring.store import Store
 
 STATIC_DIR = Path(__file__).parent / "static"
-NOW_HEADER = "X-Registry-Now-Ms"
-
-
-def _answer(store: Store, query: Query) -> web.Response:
-    now_ms = store.clock_ms()
-    if query.param is None:
-        text = render_names(find_names(store, query), query.fmt)
-    else:
-        text = render_rows(find_rows(store, query, now_ms), query.fmt)
-    resp = web.Response(text=text, content_type=query.fmt, charset="utf-8")
-    resp.headers[NOW_HEADER] = str(now_ms)
-    return resp
 
 
 def _now(store: Store) -> dict[str, str]:
     return {NOW_HEADER: str(store.clock_ms())}
 
 
-async def rest(request: web.Request) -> web.Response:
+def _direct(request: web.Request) -> asyncio.Transport | None:
+    """The transport the hub may write a woken answer to itself (plain keep-alive GETs)."""
+    if request.method != "GET" or request.version != HttpVersion11 or not request.keep_alive:
+        return None
+    transport = request.transport
+    return transport if isinstance(transport, asyncio.Transport) else None
+
+
+async def rest(request: web.Request) -> web.StreamResponse:
     """``GET /rest/...``: MonALISA query; with ``?wait=`` hold until a matching update."""
     app = request.app
     settings, store, metrics = app[keys.SETTINGS], app[keys.STORE], app[keys.METRICS]
@@ -51,12 +48,24 @@ async def rest(request: web.Request) -> web.Response:
     if query.wait_s is not None and not (
         query.since_ms is not None and changed_since(store, query, query.since_ms)
     ):
+        transport = _direct(request)
         try:
-            await app[keys.HUB].wait(query, query.wait_s)
+            outcome = await app[keys.HUB].wait(
+                query,
+                query.wait_s,
+                key=(request.match_info["tail"], query.fmt),
+                transport=transport,
+                tail=b"" if transport is None else request_id_line(request),
+            )
         except TooManyWaiters as e:
-            raise ServiceUnavailable(str(e), code="too_many_waiters", headers=_now(store)) from e
+            metrics.longpolls_refused.inc()
+            headers = {**_now(store), "Retry-After": str(settings.retry_after_s)}
+            refused = ServiceUnavailable(str(e), code="too_many_waiters", headers=headers)
+            raise refused from e
+        if outcome is Outcome.SENT:
+            return AlreadySent()
     started = time.perf_counter()
-    resp = _answer(store, query)
+    resp = render(store, query).response()
     metrics.query_seconds.observe(time.perf_counter() - started)
     metrics.queries.labels(format=query.fmt).inc()
     return resp
