@@ -4,6 +4,16 @@ Also home of the embedded local grid behind ``podgrid up`` and ``podgrid demo``.
 
 .. code-block:: python
 
+    from distributed import Client
+    from podgrid import PodCluster
+
+    with PodCluster("request.toml") as cluster, Client(cluster) as client:
+        cluster.scale(8)
+
+or, for scripts that manage many requests, the async handle:
+
+.. code-block:: python
+
     from podgrid import PodGrid
 
     async with PodGrid.connect() as grid:
@@ -22,11 +32,14 @@ if TYPE_CHECKING:
         RequestFailed,
         WaitTimeout,
     )
+    from podgrid.cluster import PodCluster, list_clusters
     from podgrid.endpoints import Endpoint, EndpointError, EndpointNotFound, discover
 
 # ``python -m podgrid broker serve`` imports this package first: the client API (aiohttp,
 # the master-queue client) loads on first use, not for every command.
 _LAZY = {
+    "PodCluster": "podgrid.cluster",
+    "list_clusters": "podgrid.cluster",
     "ConnectionInfo": "podgrid.client",
     "NoConnectionYet": "podgrid.client",
     "PodGrid": "podgrid.client",
@@ -53,8 +66,10 @@ __all__ = [
     "EndpointError",
     "EndpointNotFound",
     "NoConnectionYet",
+    "PodCluster",
     "PodGrid",
     "RequestFailed",
     "WaitTimeout",
     "discover",
+    "list_clusters",
 ]
