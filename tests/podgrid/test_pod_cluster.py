@@ -163,3 +163,70 @@ def test_adapt_grows_under_work_and_shrinks_when_idle(local_grid: LocalGrid) -> 
         client.gather(futures)
         del futures
         wait_for(lambda: workers_of(cluster) == 1, 90, "adaptive shrink to the minimum")
+
+
+TASK_RECTANGLES_JS = """() => {
+  for (const doc of (window.Bokeh && window.Bokeh.documents) || []) {
+    for (const model of doc.all_models) {
+      const data = model.data;
+      if (data && data.duration && data.worker_thread) return data.duration.length;
+    }
+  }
+  return -1;
+}"""
+
+
+@SLOW
+def test_dashboard_opens_for_the_owner_only(local_grid: LocalGrid, tmp_path: Path) -> None:
+    """Headless Chromium: with the owner's certificate the task stream fills; without, 401."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip("no /usr/bin/chromium (bash .ci/setup installs it)")
+    with (
+        PodCluster(
+            min_workers=1, max_workers=1, memory="256MiB", name="dashboard-test",
+            state_dir=local_grid.state_dir, timeout=60, quiet=True,
+        ) as cluster,
+        Client(cluster) as client,
+    ):  # fmt: skip
+        info = cluster.connection_info
+        assert info is not None
+        assert info.tls_client_cert is not None
+        assert info.tls_client_key is not None
+        cert, key = tmp_path / "owner.pem", tmp_path / "owner.key"
+        cert.write_text(info.tls_client_cert)
+        key.write_text(info.tls_client_key)
+        key.chmod(0o600)
+        logs = cluster.get_logs()  # the scheduler's and each worker's own log lines
+        assert "Scheduler" in logs
+        worker_logs = [text for name, text in logs.items() if name.startswith("tls://")]
+        assert len(worker_logs) == 1
+        assert "Start worker" in worker_logs[0] or "Starting Worker" in worker_logs[0]
+        link = cluster.dashboard_link
+        origin = link.split("/dashboard/")[0]
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(chromium))
+            try:
+                # The broker's certificate names request-<id>.brokers.podgrid and is signed by
+                # the master queue's broker CA, which this browser does not know: only the
+                # client side (the owner's certificate) is under test here.
+                owner = browser.new_context(
+                    ignore_https_errors=True,
+                    client_certificates=[{"origin": origin, "certPath": cert, "keyPath": key}],
+                )
+                page = owner.new_page()
+                answer = page.goto(link)
+                assert answer is not None
+                assert answer.status == 200
+                page.wait_for_function(f"({TASK_RECTANGLES_JS})() >= 0", timeout=30_000)
+                client.gather(client.map(time.sleep, [0.05] * 20, pure=False))
+                page.wait_for_function(f"({TASK_RECTANGLES_JS})() >= 20", timeout=30_000)
+
+                stranger = browser.new_context(ignore_https_errors=True).new_page()
+                refused = stranger.goto(link)
+                assert refused is not None
+                assert refused.status == 401
+                assert "Bokeh" not in stranger.content()
+            finally:
+                browser.close()
