@@ -3,7 +3,9 @@
 ``submit FILE [--wait]`` validates the file locally (errors name line and field, exit 2), sends
 it, and with ``--wait`` shows a progress bar of attached workers until READY/FULL, then prints
 the connection snippet (a final state or the timeout: the reason, exit 1). ``info`` follows
-pod-info's flags: ``-c`` connection snippet, ``-n`` worker count, ``-l`` workers, ``-s`` status.
+pod-info's flags: ``-c`` connection snippet, ``-n`` worker count, ``-l`` workers, ``-s`` status;
+``-d`` the owner's dashboard URL, with the owner's certificate written beside its key
+(``keys/request-<id>.pem``): a browser or ``curl --cert … --key …`` presents both.
 
 The connection snippet's private key: ``info -c`` and ``submit --wait`` make the owner's key
 here (EC P-256), keep it in ``<state dir>/keys/request-<id>.key`` (mode 0600; reused, so every
@@ -70,6 +72,12 @@ def register(sub: Any) -> None:
         "-l", dest="workers", action="store_true", help="workers with host, site and startup time"
     )
     info.add_argument("-s", dest="status", action="store_true", help="the request's status")
+    info.add_argument(
+        "-d",
+        dest="dashboard",
+        action="store_true",
+        help="the owner's dashboard URL and the client certificate and key that open it",
+    )
     info.set_defaults(handler=lambda args: run(args, info_command))
 
     ls = sub.add_parser("ls", parents=common, help="list your requests")
@@ -169,14 +177,16 @@ async def _chosen_request(args: argparse.Namespace, grid: PodGrid) -> RequestDet
 async def info_command(args: argparse.Namespace, grid: PodGrid) -> int:
     """``podgrid info``: the whole request, or the parts pod-info's flags ask for."""
     detail = await _chosen_request(args, grid)
-    wanted = [args.status, args.count, args.workers, args.connection]
+    wanted = [args.status, args.count, args.workers, args.connection, args.dashboard]
     if not any(wanted):
         if args.json:
             print_json(detail.model_dump(mode="json"))
         else:
             render.console().print(render.request_table(detail))
         return 0
-    key_file, info = await _connection(args, grid, detail.id) if args.connection else (None, None)
+    want_info = args.connection or args.dashboard
+    key_file, info = await _connection(args, grid, detail.id) if want_info else (None, None)
+    cert_file = _dashboard_cert(info, key_file) if args.dashboard else None
     if args.json:
         print_json(_info_json(args, detail, info, key_file))
         return 0
@@ -187,9 +197,25 @@ async def info_command(args: argparse.Namespace, grid: PodGrid) -> int:
         out.print(str(detail.worker_count), highlight=False)
     if args.workers:
         out.print(render.workers_table(detail.workers))
-    if info is not None:
+    if info is not None and args.connection:
         out.print(info.snippet(str(key_file)), markup=False, highlight=False)
+    if info is not None and cert_file is not None:
+        out.print(
+            f"dashboard: {info.dashboard_link}\n"
+            f"  opens with the owner's client certificate {cert_file} and key {key_file}",
+            markup=False,
+            highlight=False,
+        )
     return 0
+
+
+def _dashboard_cert(info: ConnectionInfo | None, key_file: Path | None) -> Path | None:
+    """Write the owner's certificate beside its key (0600); the browser or curl presents both."""
+    if info is None or key_file is None or info.tls_client_cert is None:
+        return None
+    path = key_file.with_suffix(".pem")
+    write_private_file(path, info.tls_client_cert)
+    return path
 
 
 def _info_json(
@@ -205,8 +231,14 @@ def _info_json(
         data["worker_count"] = detail.worker_count
     if args.workers:
         data["workers"] = [w.model_dump(mode="json") for w in detail.workers]
-    if info is not None and key_file is not None:
+    if info is not None and key_file is not None and args.connection:
         data["connection"] = _conn_json(info, key_file)
+    if info is not None and key_file is not None and args.dashboard:
+        data["dashboard"] = {
+            "url": info.dashboard_link,
+            "cert_file": str(key_file.with_suffix(".pem")),
+            "key_file": str(key_file),
+        }
     return data
 
 

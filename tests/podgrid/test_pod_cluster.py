@@ -204,6 +204,14 @@ def test_dashboard_opens_for_the_owner_only(local_grid: LocalGrid, tmp_path: Pat
         assert len(worker_logs) == 1
         assert "Start worker" in worker_logs[0] or "Starting Worker" in worker_logs[0]
         link = cluster.dashboard_link
+        shown = subprocess.run(
+            [sys.executable, "-m", "podgrid", "info", str(cluster.request_id), "-d", "--json",
+             "--state-dir", str(local_grid.state_dir)],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        dashboard = json.loads(shown.stdout)["dashboard"]
+        assert dashboard["url"] == link
+        assert Path(dashboard["cert_file"]).read_text().startswith("-----BEGIN CERTIFICATE")
         origin = link.split("/dashboard/")[0]
         with sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(chromium))
