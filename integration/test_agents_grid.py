@@ -76,6 +76,13 @@ def dask_workers_of(agents: list[AgentProcess]) -> list[psutil.Process]:
     return found
 
 
+def _below(proc: psutil.Process, root: Path) -> bool:
+    try:
+        return Path(proc.cwd()).is_relative_to(root)
+    except psutil.Error:
+        return False
+
+
 def _worker_name(proc: psutil.Process) -> str | None:
     """The worker name of a ``dask worker`` process, forked (``dw <name>``) or not; else None."""
     try:
@@ -87,13 +94,14 @@ def _worker_name(proc: psutil.Process) -> str | None:
     return comm.removeprefix(COMM_PREFIX) if comm.startswith(COMM_PREFIX) else None
 
 
-def all_dask_workers_named(names: set[str]) -> list[psutil.Process]:
-    """Any process on the machine running a ``dask worker`` with one of ``names``."""
+def all_dask_workers_named(names: set[str], under: Path) -> list[psutil.Process]:
+    """Any process on the machine running a ``dask worker`` with one of ``names`` in a
+    directory below ``under`` (this test's: other runs on the machine use the same names)."""
     cut = {worker_comm(["--name", n]).removeprefix(COMM_PREFIX) for n in names}
     hits = []
     for proc in psutil.process_iter():
         found = _worker_name(proc)
-        if found is not None and (found in names or found in cut):
+        if found is not None and (found in names or found in cut) and _below(proc, under):
             hits.append(proc)
     return hits
 
@@ -194,7 +202,9 @@ async def test_sigkill_of_broker_sends_agents_back_without_orphans(tmp_path: Pat
             lambda: all(a.state in ("POLLING", "BATCH") for a in agents), 20, "agents back"
         )
         assert back <= 2 * HEARTBEAT_S, f"agents came back after {back:.2f}s"
-        await eventually(lambda: not all_dask_workers_named(names), 10, "dask workers gone")
+        await eventually(
+            lambda: not all_dask_workers_named(names, tmp_path), 10, "dask workers gone"
+        )
         assert time.monotonic() - killed < 15
         assert all(a.process.poll() is None for a in agents), "agents must survive the broker"
         await asyncio.sleep(0)
@@ -217,7 +227,7 @@ async def test_sigterm_retires_the_worker_and_exits_zero(tmp_path: Path) -> None
         assert code == 0
         ended = agent.events("jobagent.worker_ended")[0]
         assert ended["reason"] == "stopped"
-        assert not all_dask_workers_named({name})
+        assert not all_dask_workers_named({name}, tmp_path)
 
         await eventually(lambda: counted(0), 20, "the broker sees the worker leave")
         assert agent.status()["params"]["State"] == "EXITING"
