@@ -87,6 +87,10 @@ class PodSettings(BaseModel):
     slurm_account: Word | None = None
     slurm_options: list[SbatchOption] = Field(default_factory=list)
     slurm_env_script: AbsolutePath | None = None
+    # The registry's capacity (read by ``podgrid monitoring serve``; None: derived at start).
+    registry_max_waiters: Annotated[int, Field(ge=1)] | None = None
+    registry_fd_budget: Annotated[int, Field(ge=1)] | None = None
+    registry_max_wait_s: Annotated[int, Field(ge=0, le=3600)] | None = None
 
 
 # LDAP attribute name -> PodSettings field: the only place the two spellings meet.
@@ -107,6 +111,9 @@ ATTRIBUTE_FIELDS: dict[str, str] = {
     "podSlurmAccount": "slurm_account",
     "podSlurmOption": "slurm_options",
     "podSlurmEnvScript": "slurm_env_script",
+    "podRegistryMaxWaiters": "registry_max_waiters",
+    "podRegistryFdBudget": "registry_fd_budget",
+    "podRegistryMaxWait": "registry_max_wait_s",
 }
 FIELD_ATTRIBUTES: dict[str, str] = {f: a for a, f in ATTRIBUTE_FIELDS.items()}
 MULTI_VALUED: frozenset[str] = frozenset({"master_hosts", "slurm_options"})
@@ -135,6 +142,9 @@ _EXPECTED: dict[str, str] = {
     "slurm_account": "an account name without spaces",
     "slurm_options": "sbatch options, one per value, each starting with --",
     "slurm_env_script": "an absolute path",
+    "registry_max_waiters": "an integer number of long-polls >= 1",
+    "registry_fd_budget": "an integer number of connections >= 1",
+    "registry_max_wait_s": "an integer number of seconds between 0 and 3600",
 }
 
 

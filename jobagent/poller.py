@@ -21,10 +21,10 @@ import structlog
 from podgrid.config.retry import retry_policy
 from podgrid.config.runtime import wait_event
 from podgrid.config.settings import PodSettings
-from podgrid.errors import RETRYABLE, CallFailed
+from podgrid.errors import RETRYABLE, CallFailed, ServiceUnavailable
 from podgrid.jobagent.servers import ServerOffer, fitting, offers_from_samples, stale_after_ms
 from podgrid.jobagent.slot import Slot
-from podgrid.monitoring.client import RegistryClient
+from podgrid.monitoring.client import RegistryClient, backoff_s
 from podgrid.protocol import MASTERS_CLUSTER, MasterParam
 
 log = structlog.get_logger("podgrid.jobagent")
@@ -148,7 +148,16 @@ class ServerPoller:
         )
         async for attempt in policy:
             with attempt:
-                return await _unless(self.snapshot(slot, current, wait_s, since), interrupt)
+                try:
+                    return await _unless(self.snapshot(slot, current, wait_s, since), interrupt)
+                except ServiceUnavailable as e:
+                    # Full registries say when to come back; each agent comes back at its own
+                    # jittered moment, so a refused crowd never returns as one storm.
+                    delay_s = backoff_s(e)
+                    if delay_s is not None:
+                        log.info("jobagent.registry_busy", retry_in_s=round(delay_s, 2))
+                        await _sleep_or(min(delay_s, max(left_s, 0.0)), interrupt)
+                    raise
         raise AssertionError("unreachable: the retry policy re-raises")  # pragma: no cover
 
 

@@ -9,6 +9,7 @@ registry's answer formats and can long-poll (``wait_s``).
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,9 +21,17 @@ import structlog
 from yarl import URL
 
 from podgrid.config.retry import retry_policy
-from podgrid.errors import RETRYABLE, CallFailed, ServerError, ServiceError, Unreachable
+from podgrid.errors import (
+    RETRYABLE,
+    CallFailed,
+    ServerError,
+    ServiceError,
+    ServiceUnavailable,
+    Unreachable,
+)
 from podgrid.https import client_session
 from podgrid.monitoring.apmon_publisher import SEND_FAILURES, ApMonPublisher, ParamValue
+from podgrid.monitoring.registries import split_urls
 from podgrid.monitoring.rest_parse import (
     MEDIA_TYPES,
     Format,
@@ -42,13 +51,16 @@ __all__ = [
     "QueryResult",
     "RegistryClient",
     "Sample",
+    "backoff_s",
     "rest_path",
+    "retry_after_s",
     "wait_for",
 ]
 
 log = structlog.get_logger("podgrid.monitoring.client")
 
 REQUEST_TIMEOUT_S: Final = 10.0  # s, one HTTP exchange when not long-polling
+MAX_RETRY_AFTER_S: Final = 3600.0  # a Retry-After beyond this is not believed
 NOW_HEADER: Final = "X-Registry-Now-Ms"
 
 
@@ -148,8 +160,11 @@ class _Session:
 
 
 async def _error_of(resp: aiohttp.ClientResponse) -> ServiceError:
-    """The error for a non-2xx answer, decoded from the one error body."""
-    return decode_error(resp.status, resp.reason or "", await resp.text(), "registry")
+    """The error for a non-2xx answer, decoded from the one error body (and Retry-After)."""
+    error = decode_error(resp.status, resp.reason or "", await resp.text(), "registry")
+    if "Retry-After" in resp.headers:
+        error.headers["Retry-After"] = resp.headers["Retry-After"]
+    return error
 
 
 def _unreachable(url: URL, e: Exception) -> Unreachable:
@@ -252,7 +267,35 @@ class HttpPublisher(_Base):
 
 
 class RegistryClient(_Base):
-    """Queries the registry's MonALISA REST API; shares one aiohttp session."""
+    """Queries the registry's MonALISA REST API; shares one aiohttp session.
+
+    ``url`` may list several registries (:func:`podgrid.monitoring.registries.split_urls`):
+    the client starts at a random one (so agents spread over them) and stays there; when it
+    is down (connection refused, reset, timed out) or full (503 with ``Retry-After``), the
+    query goes to the next one at once. A long-poll's ``since_ms`` is a registry's own clock,
+    so the first query on a registry that did not answer the previous one is asked without
+    ``wait_s``: the current state, never a server missed because it was announced while the
+    agent waited on another registry.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        urls = split_urls(url)
+        if not urls:
+            raise ValueError(f"no registry URL in {url!r}")
+        super().__init__(urls[0], session)
+        self.urls = [URL(u) for u in urls]
+        self._rng = rng or random.Random()  # noqa: S311 (spreads load; not a secret)
+        self._current = self._rng.randrange(len(self.urls))
+        self.url = self.urls[self._current]
+        self._answered_by: int | None = None  # the registry whose clock ``since_ms`` is
+        self._busy_until: dict[int, float] = {}  # registry index -> monotonic s (Retry-After)
+        self.failovers = 0
 
     async def query(
         self,
@@ -282,7 +325,7 @@ class RegistryClient(_Base):
         body, _ = await self._get([farm, cluster, node], fmt, None, None)
         return parse_names(body, fmt)
 
-    def _url(self, path_or_parts: str | Sequence[str]) -> URL:
+    def _url(self, base: URL, path_or_parts: str | Sequence[str]) -> URL:
         if isinstance(path_or_parts, str):
             parts = path_or_parts.strip("/").split("/")
             if parts[0] == "rest":
@@ -291,10 +334,54 @@ class RegistryClient(_Base):
             parts = list(path_or_parts)
         if not parts or any(p == "" for p in parts):
             raise ValueError(f"empty segment in registry query {path_or_parts!r}")
-        return self.url.joinpath("rest", *parts)
+        return base.joinpath("rest", *parts)
 
     async def _get(
         self,
+        path_or_parts: str | Sequence[str],
+        fmt: Format,
+        wait_s: float | None,
+        since_ms: int | None,
+    ) -> tuple[str, int | None]:
+        now = time.monotonic()
+        order = [(self._current + step) % len(self.urls) for step in range(len(self.urls))]
+        ready = [i for i in order if self._busy_until.get(i, 0.0) <= now]
+        if not ready:  # every registry said "later": do not ask any of them before that
+            wait = min(self._busy_until.values()) - now
+            raise ServiceUnavailable(
+                f"every registry asked to retry later ({len(self.urls)})",
+                code="too_many_waiters",
+                headers={"Retry-After": f"{wait:.3f}"},
+            )
+        last: CallFailed | None = None
+        for index in ready:
+            moved = since_ms is not None and self._answered_by not in (None, index)
+            try:
+                answer = await self._get_one(
+                    self.urls[index], path_or_parts, fmt, None if moved else wait_s, since_ms
+                )
+            except (Unreachable, ServiceUnavailable) as e:
+                last = e
+                if isinstance(e, ServiceUnavailable):
+                    away_s = backoff_s(e, self._rng) or 0.0
+                    self._busy_until[index] = time.monotonic() + away_s
+                if len(self.urls) > 1:
+                    log.info("registry_client.failover", url=str(self.urls[index]), error=str(e))
+                continue
+            if index != self._current:
+                self._current, self.url = index, self.urls[index]
+                self.failovers += 1
+            self._answered_by = index
+            self._busy_until.pop(index, None)
+            return answer
+        assert last is not None
+        self._current = (self._current + 1) % len(self.urls)  # next time, start elsewhere
+        self.url = self.urls[self._current]
+        raise last
+
+    async def _get_one(
+        self,
+        base: URL,
         path_or_parts: str | Sequence[str],
         fmt: Format,
         wait_s: float | None,
@@ -306,7 +393,7 @@ class RegistryClient(_Base):
         if since_ms is not None:
             params["since"] = str(since_ms)
         timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S + max(wait_s or 0.0, 0.0))
-        url = self._url(path_or_parts)
+        url = self._url(base, path_or_parts)
         started = time.monotonic()
         try:
             async with self._session.get().get(
@@ -317,7 +404,7 @@ class RegistryClient(_Base):
                 body = await resp.text()
                 now = resp.headers.get(NOW_HEADER)
         except (aiohttp.ClientConnectionError, TimeoutError) as e:
-            raise _unreachable(self.url, e) from e
+            raise _unreachable(base, e) from e
         log.debug(
             "registry_client.query", url=str(url), took_s=round(time.monotonic() - started, 4)
         )
@@ -326,6 +413,29 @@ class RegistryClient(_Base):
         except ValueError:
             now_ms = None
         return body, now_ms
+
+
+def retry_after_s(error: BaseException) -> float | None:
+    """Seconds a 503's ``Retry-After`` asked for (delta-seconds form), else None."""
+    if not isinstance(error, ServiceUnavailable):
+        return None
+    text = error.headers.get("Retry-After", "").strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds <= MAX_RETRY_AFTER_S else None
+
+
+def backoff_s(error: BaseException, rng: random.Random | None = None) -> float | None:
+    """How long to stay away after ``error``: its ``Retry-After`` times a jitter in [0.5, 1.5).
+
+    Spread so that the agents a full registry turned away do not all come back together.
+    """
+    seconds = retry_after_s(error)
+    if seconds is None:
+        return None
+    return seconds * (0.5 + (rng or random).random())
 
 
 async def wait_for(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from podgrid.monitoring.capacity import Capacity, Listening
 from podgrid.monitoring.ingest import Ingestor
 from podgrid.monitoring.longpoll import LongPollHub
 from podgrid.monitoring.metrics import RegistryMetrics
@@ -17,3 +18,6 @@ METRICS = web.AppKey("metrics", RegistryMetrics)
 INGESTOR = web.AppKey("ingestor", Ingestor)
 # The (host, port) the ApMon UDP endpoint is bound to; set once the endpoint is open.
 UDP_ADDRESS = web.AppKey("udp_address", tuple[str, int])
+CAPACITY = web.AppKey("capacity", Capacity)
+# The listening site once started: its open connections and over-budget refusals.
+LISTENING = web.AppKey("listening", Listening)

@@ -7,10 +7,10 @@ so their cost is paid only when scraped and the server label set stays bounded.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from podgrid.monitoring.patterns import MATCH_ALL, Pattern
@@ -107,6 +107,37 @@ class RegistryMetrics:
     def watch(self, store: Store, waiters: Callable[[], int], max_servers: int) -> None:
         """Export the store-derived gauges, read at scrape time."""
         self.registry.register(_StoreCollector(store, waiters, max_servers))
+
+    def watch_capacity(self, read: Callable[[], Mapping[str, float]]) -> None:
+        """Export the capacity gauges (``CAPACITY_GAUGES`` names), read at scrape time."""
+        self.registry.register(_CapacityCollector(read))
+
+
+CAPACITY_GAUGES = {
+    "max_waiters": "Long-polls the registry parks at most (503 with Retry-After past it).",
+    "fd_budget": "Connections the registry holds at most (past it: /healthz or 503, closed).",
+    "fd_limit": "The soft RLIMIT_NOFILE the registry runs with.",
+    "connections": "HTTP connections held now.",
+    "waiter_groups": "Distinct queries the parked long-polls ask.",
+}
+
+
+class _CapacityCollector(Collector):
+    def __init__(self, read: Callable[[], Mapping[str, float]]) -> None:
+        self._read = read
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        values = self._read()
+        for name, text in CAPACITY_GAUGES.items():
+            yield GaugeMetricFamily(f"podgrid_registry_{name}", text, value=values.get(name, 0))
+        yield CounterMetricFamily(
+            "podgrid_registry_connections_over_budget",
+            "Connections accepted past fd_budget (answered /healthz or 503, then closed).",
+            value=values.get("connections_over_budget", 0),
+        )
 
 
 class _StoreCollector(Collector):

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -18,13 +20,14 @@ from aiohttp import web
 from podgrid.https import listen_tls
 from podgrid.monitoring import keys, views
 from podgrid.monitoring.answer import render
+from podgrid.monitoring.capacity import Capacity, GatedSite, Listening, raise_fd_limit
 from podgrid.monitoring.ingest import ApMonProtocol, Ingestor
 from podgrid.monitoring.longpoll import LongPollHub
 from podgrid.monitoring.metrics import RegistryMetrics
 from podgrid.monitoring.publish import publish
 from podgrid.monitoring.settings import RegistrySettings
 from podgrid.monitoring.store import Store
-from podgrid.web import error_middleware, start_site
+from podgrid.web import error_middleware
 
 log = structlog.get_logger("podgrid.monitoring")
 
@@ -91,11 +94,27 @@ def create_app(settings: RegistrySettings) -> web.Application:
         max_series=settings.max_series,
     )
     metrics = RegistryMetrics()
+    capacity = Capacity.derive(
+        resource.getrlimit(resource.RLIMIT_NOFILE)[0], settings.fd_budget, settings.max_waiters
+    )
     hub = LongPollHub(
-        settings.max_waiters, render=lambda query: render(store, query), observe=metrics.woke
+        capacity.max_waiters, render=lambda query: render(store, query), observe=metrics.woke
     )
     metrics.watch(store, lambda: hub.waiting, settings.max_metric_servers)
+    listening = Listening()
+    metrics.watch_capacity(
+        lambda: {
+            "max_waiters": capacity.max_waiters,
+            "fd_budget": capacity.fd_budget,
+            "fd_limit": capacity.fd_limit,
+            "connections": listening.connections(),
+            "connections_over_budget": listening.over_budget(),
+            "waiter_groups": hub.groups,
+        }
+    )
     app[keys.SETTINGS] = settings
+    app[keys.CAPACITY] = capacity
+    app[keys.LISTENING] = listening
     app[keys.STORE] = store
     app[keys.HUB] = hub
     app[keys.METRICS] = metrics
@@ -116,6 +135,12 @@ def create_app(settings: RegistrySettings) -> web.Application:
     app.router.add_get("/", views.index)
     app.router.add_get("/static/{name}", views.static)
     return app
+
+
+def _url(runner: web.AppRunner, context: ssl.SSLContext | None) -> str:
+    host, port = runner.addresses[-1][:2]
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'http' if context is None else 'https'}://{shown}:{port}"
 
 
 def udp_address(app: web.Application) -> tuple[str, int]:
@@ -141,11 +166,34 @@ async def run_registry(settings: RegistrySettings) -> AsyncIterator[RunningRegis
         settings.tls_key,
         insecure_http=settings.insecure_http,
     )
+    limit = raise_fd_limit()
     app = create_app(settings)
+    capacity = app[keys.CAPACITY]
+    log.info(
+        "registry.capacity",
+        fd_soft_limit_before=limit.soft_before,
+        fd_soft_limit=limit.soft,
+        fd_hard_limit=limit.hard,
+        fd_budget=capacity.fd_budget,
+        max_waiters=capacity.max_waiters,
+        max_wait_s=settings.max_wait_s,
+    )
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     try:
-        url = await start_site(runner, settings.http_host, settings.http_port, context)
+        site = GatedSite(
+            runner,
+            settings.http_host,
+            settings.http_port,
+            ssl_context=context,
+            fd_budget=capacity.fd_budget,
+            health=lambda: views.health(app),
+            retry_after_s=settings.retry_after_s,
+            reuse_port=settings.reuse_port,
+        )
+        await site.start()
+        app[keys.LISTENING].site = site
+        url = _url(runner, context)
         running = RunningRegistry(url, udp_address(app), app)
         log.info("registry.started", http_url=running.http_url, udp=list(running.udp_addr))
         yield running

@@ -16,7 +16,6 @@ DEFAULT_HISTORY_POINTS = 60
 DEFAULT_MAX_SERIES = 100_000
 DEFAULT_MAX_WAIT_S = 60.0
 DEFAULT_MAX_PUBLISH_BYTES = 1024 * 1024
-DEFAULT_MAX_WAITERS = 10_000
 DEFAULT_MAX_METRIC_SERVERS = 500
 DEFAULT_RETRY_AFTER_S = 5  # what a refused long-poll is told to wait (clients add jitter)
 
@@ -40,7 +39,13 @@ class RegistrySettings(BaseModel):
     history_points: int = Field(DEFAULT_HISTORY_POINTS, ge=1, le=100_000)
     max_series: int = Field(DEFAULT_MAX_SERIES, ge=1)
     max_wait_s: float = Field(DEFAULT_MAX_WAIT_S, ge=0, le=3600)
-    max_waiters: int = Field(DEFAULT_MAX_WAITERS, ge=1)
+    max_waiters: int | None = Field(
+        None, ge=1, description="long-polls parked at once (default: derived from fd_budget)"
+    )
+    fd_budget: int | None = Field(
+        None, ge=1, description="connections held at once (default: the fd limit less a reserve)"
+    )
+    reuse_port: bool = Field(False, description="SO_REUSEPORT: several processes on one port")
     retry_after_s: int = Field(DEFAULT_RETRY_AFTER_S, ge=1, le=3600)
     max_publish_bytes: int = Field(DEFAULT_MAX_PUBLISH_BYTES, ge=1024)
     max_metric_servers: int = Field(DEFAULT_MAX_METRIC_SERVERS, ge=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 from aiohttp import HttpVersion11, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -16,6 +17,7 @@ from podgrid.monitoring.longpoll import Outcome, TooManyWaiters
 from podgrid.monitoring.query import QueryError, parse_query
 from podgrid.monitoring.search import changed_since
 from podgrid.monitoring.store import Store
+from podgrid.web import error_response
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -60,8 +62,11 @@ async def rest(request: web.Request) -> web.StreamResponse:
         except TooManyWaiters as e:
             metrics.longpolls_refused.inc()
             headers = {**_now(store), "Retry-After": str(settings.retry_after_s)}
-            refused = ServiceUnavailable(str(e), code="too_many_waiters", headers=headers)
-            raise refused from e
+            refused = error_response(
+                ServiceUnavailable(str(e), code="too_many_waiters", headers=headers)
+            )
+            refused.force_close()  # free the descriptor: the agent comes back after Retry-After
+            return refused
         if outcome is Outcome.SENT:
             return AlreadySent()
     started = time.perf_counter()
@@ -71,19 +76,25 @@ async def rest(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+def health(app: web.Application) -> dict[str, Any]:
+    """What ``/healthz`` says: liveness, long-poll support, and how full the registry is."""
+    settings, capacity, listening = app[keys.SETTINGS], app[keys.CAPACITY], app[keys.LISTENING]
+    return {
+        "status": "ok",
+        "farm": settings.farm,
+        "series": len(app[keys.STORE]),
+        "longpoll": True,
+        "max_wait_s": settings.max_wait_s,
+        "waiters": app[keys.HUB].waiting,
+        "max_waiters": capacity.max_waiters,
+        "connections": listening.connections(),
+        "fd_budget": capacity.fd_budget,
+    }
+
+
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness plus the few facts a client needs (farm, long-poll support and cap)."""
-    app = request.app
-    settings = app[keys.SETTINGS]
-    return web.json_response(
-        {
-            "status": "ok",
-            "farm": settings.farm,
-            "series": len(app[keys.STORE]),
-            "longpoll": True,
-            "max_wait_s": settings.max_wait_s,
-        }
-    )
+    """Liveness plus the few facts a client needs (farm, long-poll support, capacity)."""
+    return web.json_response(health(request.app))
 
 
 async def metrics(request: web.Request) -> web.Response:

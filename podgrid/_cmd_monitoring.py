@@ -8,6 +8,7 @@ import os
 import secrets
 import sys
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
@@ -23,8 +24,10 @@ from podgrid.config import (
     setup_logging,
 )
 from podgrid.config.runtime import capture_signals, write_private_file
+from podgrid.config.settings import PodSettings
 from podgrid.errors import PodGridError
 from podgrid.https import PlainHTTPRefused, TLSFilesError
+from podgrid.monitoring.registries import split_urls
 from podgrid.monitoring.service import run_registry
 from podgrid.monitoring.settings import DEFAULT_UDP_PORT, RegistrySettings
 
@@ -72,6 +75,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     serve.add_argument(
         "--token-file", type=Path, default=None, help="accepted publish tokens, one per line"
+    )
+    serve.add_argument(
+        "--max-waiters",
+        type=int,
+        default=None,
+        help="long-polls parked at most, 503 + Retry-After past it (default: "
+        "podRegistryMaxWaiters, else derived from the fd budget)",
+    )
+    serve.add_argument(
+        "--fd-budget",
+        type=int,
+        default=None,
+        help="connections held at most (default: podRegistryFdBudget, else the fd limit, raised "
+        "to the hard limit at start, less a reserve)",
+    )
+    serve.add_argument(
+        "--max-wait",
+        type=float,
+        default=None,
+        help="seconds one long-poll is held at most (default: podRegistryMaxWait, else 60)",
+    )
+    serve.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="listen with SO_REUSEPORT (several registry processes on one HTTP port)",
     )
     serve.add_argument("--state-dir", type=Path, default=None)
     serve.add_argument(
@@ -121,11 +149,24 @@ def _apmon_password(args: argparse.Namespace, state_dir: Path) -> str | None:
     return from_env or _own_secret(state_dir, APMON_PASSWORD_FILE_NAME, "registry.apmon_created")
 
 
-def configured_http(source: str | None) -> tuple[str, int]:
-    """Where podRegistryURL (``ou=Config`` of ``source``) says the registry listens."""
-    url = urlsplit(str(resolve(source or default_ldif()).settings.registry_url))
+def _http_of(pod: PodSettings) -> tuple[str, int]:
+    """Where podRegistryURL says the registry listens (the first, when it lists several)."""
+    url = urlsplit(split_urls(str(pod.registry_url))[0])
     default_port = 443 if url.scheme == "https" else 80
     return url.hostname or "127.0.0.1", url.port or default_port
+
+
+def _capacity(args: argparse.Namespace, pod: PodSettings) -> dict[str, Any]:
+    """Capacity settings: the flags, else ``ou=Config``'s attributes, else the defaults."""
+    values: dict[str, Any] = {
+        "max_waiters": args.max_waiters or pod.registry_max_waiters,
+        "fd_budget": args.fd_budget or pod.registry_fd_budget,
+        "reuse_port": args.reuse_port,
+    }
+    max_wait = args.max_wait if args.max_wait is not None else pod.registry_max_wait_s
+    if max_wait is not None:
+        values["max_wait_s"] = max_wait
+    return values
 
 
 def build_settings(args: argparse.Namespace) -> RegistrySettings:
@@ -136,7 +177,8 @@ def build_settings(args: argparse.Namespace) -> RegistrySettings:
     if os.environ.get(TOKEN_ENV, "").strip():
         tokens.add(os.environ[TOKEN_ENV].strip())
     extra = {} if args.state_dir is None else {"state_dir": args.state_dir}
-    http = args.http or configured_http(args.config)
+    pod = resolve(args.config or default_ldif()).settings
+    http = args.http or _http_of(pod)
     try:
         settings = RegistrySettings(
             farm=args.farm,
@@ -144,6 +186,7 @@ def build_settings(args: argparse.Namespace) -> RegistrySettings:
             http_port=http[1],
             udp_host=args.udp[0],
             udp_port=args.udp[1],
+            **_capacity(args, pod),
             **extra,
             **https_values(args),
         )

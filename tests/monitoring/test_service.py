@@ -319,13 +319,18 @@ async def test_healthz_reports_farm_series_and_longpoll(
     send_udp(registry.udp_addr, encode("PoD_Masters", "42", SERVER))
     await until_received(registry.app, 1)
     async with http.get(registry.http_url + "/healthz") as resp:
-        assert await resp.json() == {
-            "status": "ok",
-            "farm": "testfarm",
-            "series": 2,
-            "longpoll": True,
-            "max_wait_s": 60.0,
-        }
+        doc = await resp.json()
+    capacity = {k: doc.pop(k) for k in ("waiters", "max_waiters", "connections", "fd_budget")}
+    assert doc == {
+        "status": "ok",
+        "farm": "testfarm",
+        "series": 2,
+        "longpoll": True,
+        "max_wait_s": 60.0,
+    }
+    assert capacity["waiters"] == 0
+    assert 0 < capacity["max_waiters"] < capacity["fd_budget"]
+    assert capacity["connections"] >= 1  # this one
 
 
 async def test_dashboard_page_and_static_files_are_served(
