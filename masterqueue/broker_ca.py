@@ -14,17 +14,15 @@ listener on the broker's port, nor another request's broker can pose as this one
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import os
 import re
-import secrets
 from pathlib import Path
 from typing import Final
 
+from podgrid.config.runtime import create_private_once
 from podgrid.pki import CertificateAuthority, load_csr
 
-__all__ = ["BrokerCAError", "load_broker_ca", "request_of", "server_name", "sign_broker"]
+__all__ = ["BrokerCAError", "load_broker_ca", "server_name", "sign_broker"]
 
 VALIDITY_S: Final = 10 * 365 * 86400  # the broker CA itself
 SUFFIX: Final = ".brokers.podgrid"
@@ -41,30 +39,15 @@ def server_name(request_id: int) -> str:
     return f"request-{request_id}{SUFFIX}"
 
 
-def request_of(name: str) -> int | None:
-    """The request id in a :func:`server_name`, None for any other name."""
-    match = _NAME.fullmatch(name)
-    return int(match.group(1)) if match else None
-
-
 def load_broker_ca(path: Path) -> CertificateAuthority:
-    """The broker CA in ``path`` (certificate then key, PEM), created 0600 when missing.
+    """The broker CA in ``path`` (certificate then key, PEM), created 0600 when missing
+    (:func:`podgrid.config.runtime.create_private_once`: concurrent starts share one CA)."""
 
-    Created by a hard link from a private temporary file, so when two master queues start at
-    once the first CA wins and both use it.
-    """
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def make() -> str:
         ca = CertificateAuthority.create("PoD Grid broker CA", VALIDITY_S)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as f:
-                f.write(ca.cert_pem + ca.key_pem())
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        return ca.cert_pem + ca.key_pem()
+
+    create_private_once(path, make)
     text = path.read_text(encoding="ascii")
     cut = text.find(_KEY_MARK)
     if cut < 0:

@@ -14,10 +14,8 @@ whenever it forwards an owner's CSR. Nothing of it is ever stored in the databas
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
-import os
 import secrets
 from pathlib import Path
 from typing import Final
@@ -26,6 +24,7 @@ import aiohttp
 from pydantic import ValidationError
 
 from podgrid.config import environment
+from podgrid.config.runtime import create_private_once
 from podgrid.errors import BadRequest, PodGridError, ServerError, ServiceUnavailable
 from podgrid.https import pinned_context
 from podgrid.protocol import SignReply, SignRequest
@@ -44,22 +43,9 @@ class SignKeyError(PodGridError, OSError):
 
 
 def load_sign_key(path: Path) -> bytes:
-    """The master queue's sign key from ``path``, created (0600) when it does not exist yet.
-
-    Created by a hard link from a private temporary file, so when two processes start at once
-    the first key wins and both use it (a rename would let the second replace the first).
-    """
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as f:
-                f.write(secrets.token_hex(KEY_BYTES) + "\n")
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+    """The master queue's sign key from ``path``, created (0600) when it does not exist yet
+    (:func:`podgrid.config.runtime.create_private_once`: concurrent starts share one key)."""
+    create_private_once(path, lambda: secrets.token_hex(KEY_BYTES) + "\n")
     text = path.read_text(encoding="ascii").strip()
     try:
         key = bytes.fromhex(text)
