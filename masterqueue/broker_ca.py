@@ -15,7 +15,6 @@ listener on the broker's port, nor another request's broker can pose as this one
 from __future__ import annotations
 
 import datetime as dt
-import re
 from pathlib import Path
 from typing import Final
 
@@ -26,7 +25,6 @@ __all__ = ["BrokerCAError", "load_broker_ca", "server_name", "sign_broker"]
 
 VALIDITY_S: Final = 10 * 365 * 86400  # the broker CA itself
 SUFFIX: Final = ".brokers.podgrid"
-_NAME: Final = re.compile(r"request-([0-9]{1,18])\.brokers\.podgrid")
 _KEY_MARK: Final = "-----BEGIN PRIVATE KEY-----"
 
 
