@@ -2,7 +2,9 @@
 
 The transport is :func:`podgrid.monitoring.publish_target.open_publisher`'s: ApMon UDP (fire and
 forget; a lost datagram is repaired by the next publication) or HTTP ``POST /publish``
-(acknowledged; a failure is logged and counted, never fatal).
+(acknowledged; a failure is logged and counted, never fatal). A registry list publishes to
+every registry of it at once (``FanOutPublisher``); only all of them failing counts as a
+failed publication.
 """
 
 from __future__ import annotations

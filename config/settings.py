@@ -27,6 +27,26 @@ def _http_url(value: str) -> str:
     return value.rstrip("/")
 
 
+_URL_SEPARATORS = re.compile(r"[,\s]+")
+
+
+def split_registry_urls(text: str) -> list[str]:
+    """The URLs of a registry list (commas or whitespace between them), in order, once each."""
+    urls: list[str] = []
+    for part in _URL_SEPARATORS.split(text.strip()):
+        url = part.rstrip("/")
+        if url and url not in urls:
+            urls.append(url)
+    return urls
+
+
+def _http_urls(value: str) -> str:
+    urls = split_registry_urls(value)
+    if not urls:
+        raise ValueError("one or more http:// or https:// URLs")
+    return ",".join(_http_url(url) for url in urls)
+
+
 def _host(value: str) -> str:
     if not value or any(c.isspace() for c in value):
         raise ValueError("a host name without spaces")
@@ -54,6 +74,7 @@ def _absolute_path(value: str) -> str:
 Seconds = Annotated[int, Field(ge=0)]
 PositiveSeconds = Annotated[int, Field(ge=1)]
 HttpUrl = Annotated[str, AfterValidator(_http_url)]
+HttpUrls = Annotated[str, AfterValidator(_http_urls)]  # one string: "url1,url2,..."
 Host = Annotated[str, AfterValidator(_host)]
 Word = Annotated[str, AfterValidator(_word)]
 SbatchOption = Annotated[str, AfterValidator(_sbatch_option)]
@@ -78,7 +99,9 @@ class PodSettings(BaseModel):
     worker_idle_timeout_s: Seconds = 300
     agent_ttl_s: Seconds = 86400
     fallback: Fallback = "batch"
-    registry_url: HttpUrl = "http://127.0.0.1:8885"
+    # Every registry of the grid (podRegistryURL may have several values, or a list in one):
+    # publishers send to all of them, agents spread over them and fail over.
+    registry_url: HttpUrls = "http://127.0.0.1:8885"
     masterqueue_url: HttpUrl = "http://127.0.0.1:8886"
     master_hosts: list[Host] = Field(default_factory=lambda: ["localhost"])
     config_refresh_s: PositiveSeconds = 60
@@ -117,6 +140,7 @@ ATTRIBUTE_FIELDS: dict[str, str] = {
 }
 FIELD_ATTRIBUTES: dict[str, str] = {f: a for a, f in ATTRIBUTE_FIELDS.items()}
 MULTI_VALUED: frozenset[str] = frozenset({"master_hosts", "slurm_options"})
+JOINED: frozenset[str] = frozenset({"registry_url"})  # several values read as one list
 _NOT_INTEGER: frozenset[str] = frozenset(
     {
         "fallback",
@@ -135,7 +159,7 @@ _EXPECTED: dict[str, str] = {
     "attach_timeout_s": "an integer number of seconds >= 1",
     "config_refresh_s": "an integer number of seconds >= 1",
     "fallback": "one of 'batch', 'exit'",
-    "registry_url": "an http:// or https:// URL with a host",
+    "registry_url": "one or more http:// or https:// URLs with a host",
     "masterqueue_url": "an http:// or https:// URL with a host",
     "master_hosts": "host names without spaces",
     "slurm_partition": "a partition name without spaces",
@@ -163,6 +187,8 @@ def convert_value(field: str, values: Sequence[object], dn: str) -> Any:
     shown: object = list(values) if len(values) != 1 else values[0]
     if field in MULTI_VALUED:
         raw: object = list(values)
+    elif field in JOINED and len(values) > 1 and all(isinstance(v, str) for v in values):
+        raw = ",".join(str(v) for v in values)
     elif len(values) != 1:
         raise ConfigValueError(dn, attribute, shown, "a single value")
     else:

@@ -8,19 +8,9 @@ and move to the next when it is down or full.
 
 from __future__ import annotations
 
-import re
+from podgrid.config.settings import split_registry_urls as split_urls
 
-_SEPARATORS = re.compile(r"[,\s]+")
-
-
-def split_urls(text: str) -> list[str]:
-    """The URLs of a registry list, in order, without duplicates or trailing slashes."""
-    urls: list[str] = []
-    for part in _SEPARATORS.split(text.strip()):
-        url = part.rstrip("/")
-        if url and url not in urls:
-            urls.append(url)
-    return urls
+__all__ = ["join_urls", "split_urls"]
 
 
 def join_urls(urls: list[str]) -> str:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from podgrid.config import default_ldif, resolve
+from podgrid.config.errors import ConfigValueError
 from podgrid.monitoring.apmon_publisher import ApMonPublisher
 from podgrid.monitoring.client import HttpPublisher
-from podgrid.monitoring.publish_target import open_publisher, publish_target
+from podgrid.monitoring.publish_target import FanOutPublisher, open_publisher, publish_target
+from podgrid.monitoring.registries import split_urls
 
 
 @pytest.mark.parametrize(
@@ -42,3 +47,39 @@ async def test_open_publisher_picks_the_transport() -> None:
     finally:
         await udp.close()
         await http.close()
+
+
+@pytest.mark.parametrize(
+    ("registry", "token", "expected"),
+    [
+        ("udp://a:1, udp://b:2", None, "udp://a:1,udp://b:2"),
+        ("https://r1:8885 https://r2:8885/", "tok", "https://r1:8885,https://r2:8885"),
+        # Without a token two registries of one host would share its ApMon port: sent once.
+        ("http://h:1,http://h:2", None, "udp://h:8884"),
+    ],
+)
+def test_a_registry_list_publishes_to_each(registry: str, token: str | None, expected: str) -> None:
+    assert publish_target(registry, token) == expected
+
+
+async def test_open_publisher_fans_out_over_a_list() -> None:
+    fan = open_publisher("udp://127.0.0.1:9,http://127.0.0.1:8885", "tok")
+    try:
+        assert isinstance(fan, FanOutPublisher)
+        assert [type(p) for p in fan.publishers] == [ApMonPublisher, HttpPublisher]
+    finally:
+        await fan.close()
+
+
+def test_pod_registry_url_takes_several_values_and_lists(tmp_path: Path) -> None:
+    entry = "podRegistryURL: http://127.0.0.1:8885\n"
+    ldif = tmp_path / "c.ldif"
+    text = Path(default_ldif()).read_text()
+    two = "podRegistryURL: https://r1.example:8885\npodRegistryURL: https://r2.example:8885\n"
+    ldif.write_text(text.replace(entry, two))
+    assert resolve(ldif).settings.registry_url == "https://r1.example:8885,https://r2.example:8885"
+    ldif.write_text(text.replace(entry, "podRegistryURL: https://r1:1, https://r2:2\n"))
+    assert split_urls(resolve(ldif).settings.registry_url) == ["https://r1:1", "https://r2:2"]
+    ldif.write_text(text.replace(entry, "podRegistryURL: https://r1:1, ftp://r2\n"))
+    with pytest.raises(ConfigValueError, match="podRegistryURL"):
+        resolve(ldif)
