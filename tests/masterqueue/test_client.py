@@ -50,8 +50,12 @@ async def test_request_lifecycle_through_every_request_endpoint(grid: RunningGri
     assert timeline[-1] == RequestState.READY
 
     conn = await alice.connection(submitted.id)
-    assert conn.connection == CONNECTION  # address and CA; no certificate, no key
     assert conn.connection is not None
+    # Address and CA, plus how the owner checks its broker; no certificate, no key.
+    assert conn.connection.broker_name == f"request-{submitted.id}.brokers.podgrid"
+    assert (conn.connection.broker_ca or "").startswith("-----BEGIN CERTIFICATE")
+    trust = {"broker_ca": None, "broker_name": None}
+    assert conn.connection.model_copy(update=trust) == CONNECTION
     assert conn.connection.tls_client_cert is None
     assert conn.address == "tls://127.0.0.1:8786"
 
