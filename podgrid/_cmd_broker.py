@@ -135,6 +135,10 @@ def serve_command(args: argparse.Namespace) -> int:
 
     setup_logging(args.service_log_format, "INFO")
     if args.warm:
+        # What a scheduler imports when it starts: its bokeh dashboard above all (~1-2 s).
+        import distributed.dashboard.scheduler
+        import distributed.http.scheduler.prometheus.core  # noqa: F401
+
         log.info("broker.warm", pid=os.getpid())
         line = sys.stdin.buffer.readline(MAX_ASSIGNMENT_BYTES)
         if not line:
