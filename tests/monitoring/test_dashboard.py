@@ -16,9 +16,18 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from podgrid.monitoring.client import ApMonPublisher, RegistryClient, rest_path, wait_for
+from podgrid.monitoring.client import (
+    ApMonPublisher,
+    HttpPublisher,
+    PublishItem,
+    RegistryClient,
+    Sample,
+    rest_path,
+    wait_for,
+)
 from podgrid.monitoring.service import RunningRegistry, run_registry
 from podgrid.monitoring.settings import RegistrySettings
+from tests.monitoring.registry_helpers import TOKEN
 
 STATIC_DIR = Path(__file__).parents[2] / "monitoring" / "static"
 CHROMIUM_TIMEOUT_S = 60
@@ -171,11 +180,11 @@ async def test_dashboard_shows_servers_agents_and_queue(
     assert owner.text == "<b>alice</b>", "data is shown as text"
     assert owner.children == [], "data is never parsed as markup"
 
-    cern = dom.one(data_site="CERN")
+    cern = dom.one(id="agents").one(data_site="CERN")
     assert cern.one(data_state="POLLING").text == "1"
     assert cern.one(data_state="WORKER").text == "1"
     assert cern.one(data_field="total").text == "2"
-    assert dom.one(data_site="GSI").one(data_state="BATCH").text == "1"
+    assert dom.one(id="agents").one(data_site="GSI").one(data_state="BATCH").text == "1"
 
     queue = dom.one(id="batch-queue")
     assert "hidden" not in queue.attrs
@@ -216,3 +225,88 @@ async def test_dashboard_shows_an_error_banner_when_queries_fail(tmp_path: Path)
     assert "hidden" not in banner.attrs
     assert "HTTP 404" in banner.text
     assert dom.one(id="last-updated").attrs["data-state"] == "never"
+
+
+async def publish_history(registry: RunningRegistry, now_ms: int) -> None:
+    """Four minutes of a small grid, stamped in the past over HTTP (explicit time_ms)."""
+    minute = 60_000
+
+    def at(k: int) -> int:
+        return now_ms - (4 - k) * minute
+
+    items = [
+        PublishItem("PoD_MasterQueue", "batch", {"WaitingJobs": w, "RunningJobs": r}, at(k))
+        for k, (w, r) in enumerate([(5, 0), (9, 1), (12, 3), (17, 4)])
+    ]
+    items += [
+        PublishItem("PoD_Masters", "req-1", {"NeededWorkers": n, "Workers": a}, at(k))
+        for k, (n, a) in enumerate([(4, 0), (3, 1), (2, 2), (2, 2)])
+    ]
+    items += [
+        PublishItem("PoD_Masters", "req-2", {"NeededWorkers": 6, "Workers": 0}, at(2)),
+        PublishItem("PoD_Agents_CERN", "a1", {"State": "POLLING"}, at(0)),
+        PublishItem("PoD_Agents_CERN", "a1", {"State": "WORKER"}, at(2)),
+        PublishItem("PoD_Agents_CERN", "a2", {"State": "POLLING"}, at(0)),
+        PublishItem("PoD_Agents_GSI", "g1", {"State": "BATCH"}, at(1)),
+    ]
+    async with HttpPublisher(registry.http_url, TOKEN) as pub:
+        for item in sorted(items, key=lambda i: i.time_ms or 0):
+            await pub.publish([item])
+
+
+def last_values(samples: list[Sample], param: str) -> float:
+    """The sum over nodes of each node's newest ``param`` (what the plots end on)."""
+    newest: dict[str, Sample] = {}
+    for s in samples:
+        if s.parameter == param and (
+            s.node not in newest or s.timestamp_ms > newest[s.node].timestamp_ms
+        ):
+            newest[s.node] = s
+    return sum(float(s.value) for s in newest.values())
+
+
+async def test_history_plots_match_the_rest_answers_and_a_screenshot_is_taken(
+    tmp_path: Path,
+) -> None:
+    settings = RegistrySettings(
+        http_port=0, udp_port=0, publish_tokens=frozenset({TOKEN}), state_dir=tmp_path
+    )
+    async with run_registry(settings) as registry:
+        await publish_history(registry, int(time.time() * 1000))
+        async with RegistryClient(registry.http_url) as client:
+            window = "-600000/-1"
+            queue = await client.query(f"*/PoD_MasterQueue/batch/{window}/WaitingJobs|RunningJobs")
+            servers = await client.query(f"*/PoD_Masters/*/{window}/NeededWorkers|Workers")
+        dom = parse_dom(await run_chromium(registry.http_url + "/", tmp_path, "--dump-dom"))
+        shot = tmp_path / "dashboard.png"
+        await run_chromium(registry.http_url + "/", tmp_path, f"--screenshot={shot}")
+
+    def line(plot: str, series: str) -> Element:
+        return dom.one(data_plot=plot).one(data_series=series)
+
+    assert float(line("queue", "WaitingJobs").attrs["data-last"]) == last_values(
+        queue, "WaitingJobs"
+    )
+    assert float(line("queue", "WaitingJobs").attrs["data-max"]) == 17
+    assert float(line("queue", "RunningJobs").attrs["data-last"]) == 4
+    # Needed vs attached, summed over the servers: req-1 (2, 2) and req-2 (6, 0) at the end.
+    assert (
+        float(line("servers", "NeededWorkers").attrs["data-last"])
+        == last_values(servers, "NeededWorkers")
+        == 8
+    )
+    assert float(line("servers", "Workers").attrs["data-last"]) == last_values(servers, "Workers")
+    # Agents by state over time: a1 POLLING then WORKER, a2 POLLING, g1 BATCH.
+    agents = dom.one(data_plot="agents")
+    ends = {
+        s: float(agents.one(data_series=s).attrs["data-last"])
+        for s in ("POLLING", "WORKER", "BATCH")
+    }
+    assert ends == {"POLLING": 1, "WORKER": 1, "BATCH": 1}
+    assert float(agents.one(data_series="POLLING").attrs["data-max"]) == 2
+    cern = dom.one(id="site-time").one(data_site="CERN")
+    assert cern.one(data_state="WORKER").text.endswith("%")
+    assert int(cern.one(data_state="WORKER").text[:-1]) > 0
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(png) > 10_000  # a rendered page, not a blank one
