@@ -19,7 +19,10 @@ import aiohttp
 import pytest
 
 from podgrid.config import default_ldif
+from podgrid.config.settings import PodSettings
 from podgrid.errors import ServiceUnavailable
+from podgrid.jobagent.poller import ServerPoller
+from podgrid.jobagent.slot import SlotFlags, describe_slot
 from podgrid.monitoring.client import RegistryClient, backoff_s, retry_after_s
 from podgrid.monitoring.service import RunningRegistry, run_registry
 from podgrid.monitoring.settings import RegistrySettings
@@ -31,6 +34,14 @@ __all__ = ["procs"]  # the fixture, shared with the CLI tests
 
 QUERY = "/rest/*/PoD_Masters/*/NeededWorkers/1:"
 SERVE = [sys.executable, "-m", "podgrid", "monitoring", "serve"]
+SLOT = describe_slot(
+    SlotFlags(cores=1, memory_mb=1024, ttl_s=600),
+    agent_id="a",
+    site="S",
+    ce="c",
+    default_ttl_s=600,
+    env={},
+)
 
 
 @pytest.fixture
@@ -168,3 +179,40 @@ def test_serve_raises_its_fd_limit_and_takes_caps_from_flags_and_ldap(
     started, _ = wait_started(flagged)
     doc = json.loads(get(str(started["http_url"]) + "/healthz"))
     assert (doc["max_waiters"], doc["fd_budget"], doc["max_wait_s"]) == (5, 100, 3)
+
+
+async def test_a_waiter_whose_client_left_frees_its_place_under_the_cap(tmp_path: Path) -> None:
+    settings = RegistrySettings(http_port=0, udp_port=0, max_waiters=1, state_dir=tmp_path)
+    async with run_registry(settings) as reg:
+        port = int(reg.http_url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"GET {QUERY}?wait=30 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await waiters(reg, 1)
+        writer.close()  # the agent went away; aiohttp does not cancel its handler
+        await writer.wait_closed()
+        async with aiohttp.ClientSession() as http:
+            poll = asyncio.create_task(http.get(f"{reg.http_url}{QUERY}?wait=0.5"))
+            async with await poll as resp:
+                assert resp.status == 200  # parked in the dead waiter's place, not refused
+        assert sample(reg.app, "podgrid_registry_longpolls_refused_total") == 0
+        del reader
+
+
+async def test_an_agent_turned_away_waits_for_retry_after_before_asking_again(
+    tmp_path: Path,
+) -> None:
+    settings = RegistrySettings(
+        http_port=0, udp_port=0, max_waiters=1, retry_after_s=2, state_dir=tmp_path
+    )
+    async with run_registry(settings) as reg, aiohttp.ClientSession() as http:
+        holder = asyncio.create_task(http.get(f"{reg.http_url}{QUERY}?wait=20"))
+        await waiters(reg, 1)
+        pod = PodSettings(poll_interval_s=1, poll_duration_s=3)
+        poller = ServerPoller(RegistryClient(reg.http_url, http), http, longpoll=True)
+        offers = await poller.window(SLOT, lambda: pod, asyncio.Event(), asyncio.Event())
+        holder.cancel()
+    assert offers == []
+    # Three seconds of window, told to stay away 2 s (x 0.5-1.5) each time: one or two
+    # refusals, where the plain retry back-off (from 0.1 s) would have knocked many times.
+    assert 1 <= sample(reg.app, "podgrid_registry_longpolls_refused_total") <= 2
+    assert poller.queries <= 6, f"{poller.queries} rounds in 3 s: the agent did not wait"
