@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from podgrid.monitoring.service import RunningRegistry, run_registry
 from podgrid.monitoring.settings import RegistrySettings
+from podgrid.pki import CertificateAuthority
 from tests.monitoring.registry_helpers import sample, send_udp
 from tests.monitoring.test_longpoll import waiters
 from tests.monitoring.xdr_encoder import encode
@@ -122,3 +125,31 @@ async def test_http_1_0_and_head_long_polls_are_answered_the_ordinary_way(
         async with http.head(url) as resp:
             assert resp.status == 200
             assert "X-Request-Id" in resp.headers
+
+
+async def test_woken_answers_go_out_over_https_too(tmp_path: Path) -> None:
+    ca = CertificateAuthority.create("test CA", 3600)
+    pair = ca.issue("registry", ["127.0.0.1"])
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text(pair.cert_pem)
+    key.write_text(pair.key_pem)
+    settings = RegistrySettings(
+        http_port=0, udp_port=0, tls_cert=cert, tls_key=key, state_dir=tmp_path
+    )
+    trust = ssl.create_default_context(cadata=ca.cert_pem)
+    async with run_registry(settings) as reg:
+        assert reg.http_url.startswith("https://")
+        connector = aiohttp.TCPConnector(ssl=trust, limit=1)  # one connection, reused
+        async with aiohttp.ClientSession(connector=connector) as http:
+            since = "1"
+            for n, node in enumerate(("11", "12"), 1):
+                url = f"{reg.http_url}{QUERY}?wait=15&since={since}&Accept=application/json"
+                poll = asyncio.create_task(http.get(url))
+                await waiters(reg, 1)
+                send_udp(reg.udp_addr, encode("PoD_Masters", node, {"NeededWorkers": 1}, seq=n))
+                async with await asyncio.wait_for(poll, 5) as resp:
+                    assert resp.status == 200
+                    nodes = {r["node"] for r in (await resp.json())["results"]}
+                    since = resp.headers["X-Registry-Now-Ms"]
+                assert node in nodes
+        assert sample(reg.app, "podgrid_registry_wake_answers_total") == 2
