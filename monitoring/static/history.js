@@ -139,7 +139,8 @@ function renderSiteTime(perSite, wanted) {
     .sort(([a, x], [b, y]) => y.agents - x.agents || a.localeCompare(b));
   const shown = rows.slice(0, HISTORY.topSites).map(([site, entry]) => {
     const total = [...entry.time.values()].reduce((a, b) => a + b, 0) || 1;
-    const row = el("tr", null, { "data-site": site });
+    // data-time-site, not data-site: the live agents table above owns tr[data-site].
+    const row = el("tr", null, { "data-time-site": site });
     row.append(el("td", site, { "data-field": "site" }), el("td", entry.agents, { class: "num" }));
     for (const state of [...HISTORY_STATES, "other"]) {
       const pct = Math.round((100 * (entry.time.get(state) || 0)) / total);
