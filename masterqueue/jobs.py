@@ -32,7 +32,7 @@ from podgrid.masterqueue._rows import (
     save_idempotent,
 )
 from podgrid.masterqueue.db import now_ms
-from podgrid.masterqueue.errors import IllegalTransition, NotOwner, StaleLease
+from podgrid.masterqueue.errors import IllegalTransition, NotOwner, RecordNotFound, StaleLease
 from podgrid.masterqueue.schema import job_events, jobs
 from podgrid.masterqueue.states import JOB_LEASED
 from podgrid.protocol import JOB_FINAL, JobRecord, JobSpec, JobState
@@ -125,6 +125,23 @@ async def listing(
     return [job_record(r) for r in (await conn.execute(q)).mappings()]
 
 
+async def _locked_job(conn: AsyncConnection, job_id: int) -> sa.RowMapping:
+    """The ``jobs`` row, locked until the transaction ends (``FOR UPDATE``; SQLite's write
+    transactions are serial already, and the clause is left out there).
+
+    Lease operations read, decide, then compare-and-set on the state they read. Without the
+    lock, an agent's first heartbeat (ASSIGNED→STARTED) committing between a short job's
+    finish reading ASSIGNED and its UPDATE failed that finish as a lost lease, and the job,
+    done, waited for its lease to expire and ran again (seen on MariaDB by the integration
+    suite). With it, the second of two such calls reads what the first wrote.
+    """
+    q = sa.select(jobs).where(jobs.c.id == job_id).with_for_update()
+    row = (await conn.execute(q)).mappings().first()
+    if row is None:
+        raise RecordNotFound("job", job_id)
+    return row
+
+
 async def _fenced_update(
     conn: AsyncConnection, row: sa.RowMapping, lease_token: str, values: dict[str, Any]
 ) -> None:
@@ -149,7 +166,7 @@ async def heartbeat(
     """Extend the lease by its length and move ASSIGNED→STARTED→RUNNING (never backwards)."""
     if state not in (JobState.STARTED, JobState.RUNNING):
         raise ValueError(f"a heartbeat reports STARTED or RUNNING, not {state.value}")
-    row = await load_job(conn, job_id)
+    row = await _locked_job(conn, job_id)
     current = JobState(row["state"])
     if row["lease_token"] != lease_token or current not in JOB_LEASED:
         raise StaleLease(job_id, current.value)
@@ -164,7 +181,7 @@ async def heartbeat(
 
 async def finish(conn: AsyncConnection, job_id: int, lease_token: str, exit_code: int) -> JobRecord:
     """DONE (exit 0) or ERROR_E; repeating the same finish returns the same record."""
-    row = await load_job(conn, job_id)
+    row = await _locked_job(conn, job_id)
     current = JobState(row["state"])
     final = JobState.DONE if exit_code == 0 else JobState.ERROR_E
     if row["lease_token"] == lease_token and current == final and row["exit_code"] == exit_code:
@@ -189,7 +206,7 @@ async def release(conn: AsyncConnection, job_id: int, lease_token: str, reason: 
     A compare-and-set on the lease token like :func:`finish`; StaleLease once the lease is
     lost. The reason goes into the job's history.
     """
-    row = await load_job(conn, job_id)
+    row = await _locked_job(conn, job_id)
     current = JobState(row["state"])
     if row["lease_token"] != lease_token or current not in JOB_LEASED:
         raise StaleLease(job_id, current.value)
@@ -222,7 +239,7 @@ async def release(conn: AsyncConnection, job_id: int, lease_token: str, reason: 
 
 async def kill(conn: AsyncConnection, job_id: int, owner: str | None) -> JobRecord:
     """KILLED from any non-final state; its agent's next heartbeat gets StaleLease."""
-    row = await load_job(conn, job_id)
+    row = await _locked_job(conn, job_id)
     if owner is not None and row["owner"] != owner:
         raise NotOwner("job", job_id)
     current = JobState(row["state"])
