@@ -67,7 +67,7 @@ async def test_sigkill_of_a_broker_fails_its_request_and_frees_its_agents(
             lambda: all(a.events("jobagent.attached") for a in agents), 30, "both attached"
         )
         names = {a.status()["last_worker"]["name"] for a in agents}
-        assert len(all_dask_workers_named(names)) == 2
+        assert len(all_dask_workers_named(names, tmp_path)) == 2
 
         broker_process(record.id).send_signal(signal.SIGKILL)
 
@@ -83,7 +83,7 @@ async def test_sigkill_of_a_broker_fails_its_request_and_frees_its_agents(
         await eventually(
             lambda: all(a.state in ("POLLING", "BATCH") for a in agents), 30, "agents back"
         )
-        await eventually(lambda: not all_dask_workers_named(names), 20, "no worker left")
+        await eventually(lambda: not all_dask_workers_named(names, tmp_path), 20, "no worker left")
         for agent in agents:
             # Its worker ended once (the scheduler gone: exited, or the broker probe lost it).
             assert len(agent.events("jobagent.worker_ended")) == 1, agent.log()[-2000:]
@@ -262,6 +262,9 @@ async def test_mariadb_restart_under_submissions_and_matches_loses_and_duplicate
             assert sorted(r.id for r in listed_requests) == sorted(requests.values())
             assert len(set(jobs.values())) == len(jobs)
             counts = _runs(runs)
+            twice = [j for j, n in counts.items() if n > 1]
+            histories = {j: (await alice.get_job(j)).history for j in twice}
+            assert not twice, histories
             assert counts == collections.Counter(jobs.values()), "each job runs exactly once"
             for job_id in jobs.values():
                 states = [e.state for e in (await alice.get_job(job_id)).history]

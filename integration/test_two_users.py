@@ -69,12 +69,13 @@ async def test_two_users_each_see_and_connect_to_their_own_cluster_only(
                 for u, t in tokens.items()
             }
             ids = {u: (await users[u].submit_text(request(f"{u}-scan"))).id for u in users}
+            agents = [grid.start_agent(f"ag{i}", *AGENT_FLAGS) for i in range(3)]
+            await _both_ready(grid, users, ids)
+            # Batch work once both clusters have their worker: only the third agent is free.
             jobs = {
                 u: (await users[u].client.submit_job(JobSpec(command=["true"], ttl_s=60))).id
                 for u in users
             }
-            agents = [grid.start_agent(f"ag{i}", *AGENT_FLAGS) for i in range(3)]
-            await _both_ready(grid, users, ids)
 
             async def jobs_done() -> bool:
                 for u, pod in users.items():
