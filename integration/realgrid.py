@@ -32,6 +32,7 @@ import psutil
 
 from podgrid.masterqueue.client import MasterQueueClient
 from podgrid.monitoring.client import RegistryClient
+from tests.harness.logs import log_events
 from tests.harness.mariadb import MariaDB
 from tests.harness.ports import free_port
 from tests.harness.slapd import SlapdServer, start_slapd
@@ -55,17 +56,6 @@ BROKER = [
 def podgrid(*args: str) -> list[str]:
     """``python -m podgrid ARGS`` with this interpreter."""
     return [sys.executable, "-m", "podgrid", *args]
-
-
-def log_events(text: str, name: str) -> list[dict[str, Any]]:
-    """The JSON log lines of ``text`` whose event is ``name``."""
-    found = []
-    for line in text.splitlines():
-        with contextlib.suppress(ValueError):
-            doc = json.loads(line)
-            if isinstance(doc, dict) and doc.get("event") == name:
-                found.append(doc)
-    return found
 
 
 @dataclass

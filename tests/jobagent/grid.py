@@ -28,6 +28,7 @@ from podgrid.monitoring.client import HttpPublisher, RegistryClient
 from podgrid.monitoring.service import run_registry
 from podgrid.monitoring.settings import RegistrySettings
 from podgrid.protocol import JobSpec
+from tests.harness.logs import log_events
 
 REGISTRY_TOKEN = "registry-test-token-0123456789"
 
@@ -79,13 +80,7 @@ class AgentProcess:
 
     def events(self, name: str) -> list[dict[str, Any]]:
         """The agent's log events called ``name``."""
-        found = []
-        for line in self.log().splitlines():
-            with contextlib.suppress(ValueError):
-                doc = json.loads(line)
-                if isinstance(doc, dict) and doc.get("event") == name:
-                    found.append(doc)
-        return found
+        return log_events(self.log(), name)
 
     def stop(self, timeout_s: float = 30.0) -> int:
         """SIGTERM and wait; SIGKILL the group if it does not leave in time."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.harness.logs import log_events
 from tests.harness.ports import free_port
 from tests.harness.slurm import SlurmCluster
 from tests.jobagent.grid import Grid
@@ -60,13 +61,7 @@ class AgentView:
             text = (self.state_dir / "agent.log").read_text(errors="replace")
         except OSError:
             return []
-        found = []
-        for line in text.splitlines():
-            with contextlib.suppress(ValueError):
-                doc = json.loads(line)
-                if isinstance(doc, dict) and doc.get("event") == name:
-                    found.append(doc)
-        return found
+        return log_events(text, name)
 
 
 @dataclass
@@ -122,13 +117,7 @@ class SiteProcess:
 
     def events(self, name: str) -> list[dict[str, Any]]:
         """The factory's JSON log events called ``name``."""
-        found = []
-        for line in self.log().splitlines():
-            with contextlib.suppress(ValueError):
-                doc = json.loads(line)
-                if isinstance(doc, dict) and doc.get("event") == name:
-                    found.append(doc)
-        return found
+        return log_events(self.log(), name)
 
     def jobs(self, cluster: SlurmCluster) -> list[dict[str, str]]:
         """The Slurm jobs this factory submitted (all states, one row per array element)."""
